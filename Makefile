@@ -1,0 +1,35 @@
+# One entry point per chore. `make run` and `make test` set up everything they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps lint test run bench soak clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check outbox_app handlers tests
+	$(BIN)/ruff format --check outbox_app handlers tests
+	$(BIN)/mypy
+
+test: system-deps install lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: install
+	$(BIN)/outbox-app dev --demo-rate 50
+
+bench: system-deps install
+	$(BIN)/outbox-app bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache outbox.sqlite3*

@@ -1,0 +1,101 @@
+"""Engines configured for outbox work, and the thread pool that runs database calls.
+
+MySQL/MariaDB: READ COMMITTED (REPEATABLE READ's gap locks let a claim block
+producers' inserts), utf8mb4, pre-ping. SQLite: WAL, a busy timeout, and
+``BEGIN IMMEDIATE`` so writers queue instead of failing on lock upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from .errors import DatabaseUnavailable
+
+T = TypeVar("T")
+
+
+def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        return create_engine(
+            parsed,
+            isolation_level="READ COMMITTED",
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            **kwargs,
+        )
+    if backend == "sqlite":
+        engine = create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(parsed, pool_size=pool_size, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below do the work
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_mysql(engine: Engine) -> bool:
+    return engine.dialect.name in ("mysql", "mariadb")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class DatabaseExecutor:
+    """Runs blocking database calls in threads, one per pooled connection, so the
+    event loop (Kafka heartbeats, the web view) never waits on the database."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="outbox-db")
+
+    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(func, *args, **kwargs)
+        try:
+            return await loop.run_in_executor(self._pool, call)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_connection_error(exc):
+                raise DatabaseUnavailable(str(exc.orig)) from exc
+            raise
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "args", (None,))[0]
+    # 2002/2003 can't connect, 2006 gone away, 2013 lost connection, 1927 killed.
+    return code in (2002, 2003, 2006, 2013, 1927, 1053)

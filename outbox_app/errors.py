@@ -1,0 +1,64 @@
+"""The project's exception types: one base class, each message names what was wrong."""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(OutboxError):
+    """A setting, route or handler registration that cannot work."""
+
+
+class UnknownEventType(OutboxError):
+    def __init__(self, event_type: str) -> None:
+        self.event_type = event_type
+        super().__init__(
+            f"unknown event type {event_type!r}: no service owns it; register it with "
+            "@handler(event_type, service=...) in a handler module or "
+            "registry.register_event(event_type, service)"
+        )
+
+
+class EventTypeConflict(ConfigurationError):
+    def __init__(self, event_type: str, owner: str, other: str) -> None:
+        self.event_type, self.owner, self.other = event_type, owner, other
+        super().__init__(
+            f"event type {event_type!r} is owned by service {owner!r} and cannot also be "
+            f"registered to service {other!r}"
+        )
+
+
+class WrongService(OutboxError):
+    def __init__(self, event_type: str, owner: str, store_service: str) -> None:
+        self.event_type, self.owner, self.store_service = event_type, owner, store_service
+        super().__init__(
+            f"event type {event_type!r} belongs to service {owner!r}, not to service "
+            f"{store_service!r} that this store is bound to"
+        )
+
+
+class UnknownService(OutboxError):
+    def __init__(self, service: str, known: list[str]) -> None:
+        self.service = service
+        super().__init__(
+            f"unknown service {service!r}; known services: {', '.join(sorted(known)) or 'none'}"
+        )
+
+
+class InvalidEvent(OutboxError):
+    """A payload or key that cannot be stored; nothing was written."""
+
+    def __init__(self, event_type: str, service: str, problem: str) -> None:
+        self.event_type, self.service, self.problem = event_type, service, problem
+        super().__init__(f"event type {event_type!r} (service {service!r}): {problem}")
+
+
+class DuplicateHandler(ConfigurationError):
+    def __init__(self, event_type: str, existing: str) -> None:
+        super().__init__(f"event type {event_type!r} already has a handler: {existing}")
+
+
+class DatabaseUnavailable(OutboxError):
+    """The database could not be reached or dropped the connection; safe to retry."""

@@ -1,0 +1,84 @@
+"""``publish()``: add an event to the caller's own transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from .errors import InvalidEvent, WrongService
+from .payloads import coerce, to_json
+from .registry import Registry, default_registry
+from .schema import MAX_KEY_CHARS
+from .store import OutboxStore
+from .tracing import current_traceparent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RETRY = 20
+
+
+def publish(
+    session: Session,
+    event_type: str,
+    payload: Any,
+    key: str | None = None,
+    *,
+    max_retry: int | None = None,
+    registry: Registry | None = None,
+    service: str | None = None,
+    traceparent: str | None = None,
+) -> int:
+    """Add an outbox row for ``event_type`` to ``session``'s transaction; return its id.
+
+    Never commits: the row becomes visible to the relay when the caller commits, and
+    disappears with a rollback. Raises ``UnknownEventType`` or ``InvalidEvent`` (and
+    writes nothing) for an unregistered event type, a payload that does not validate
+    or is not JSON-serialisable, or an oversize key. ``service``, when given, is the
+    service the caller expects to publish through (``WrongService`` otherwise).
+    """
+    reg = registry or default_registry
+    route = reg.route_for_event(event_type)
+    if service is not None and service != route.service:
+        raise WrongService(event_type, route.service, service)
+    payload_json = validate_event(reg, event_type, route.service, payload, key)
+    retries = DEFAULT_MAX_RETRY if max_retry is None else max_retry
+    if retries < 1:
+        raise InvalidEvent(event_type, route.service, f"max_retry must be >= 1, got {retries}")
+    store = OutboxStore(_bind(session), route)
+    return store.add(
+        session,
+        event_type=event_type,
+        payload_json=payload_json,
+        key=key,
+        max_retry=retries,
+        traceparent=traceparent or current_traceparent(),
+    )
+
+
+def validate_event(
+    reg: Registry, event_type: str, service: str, payload: Any, key: str | None
+) -> str:
+    """The payload as JSON, once it passed every check; raises ``InvalidEvent``."""
+    if key is not None:
+        if not isinstance(key, str):
+            raise InvalidEvent(event_type, service, f"key must be a string, got {type(key)}")
+        if len(key) > MAX_KEY_CHARS:
+            raise InvalidEvent(
+                event_type, service, f"key is {len(key)} characters, at most {MAX_KEY_CHARS}"
+            )
+    try:
+        payload_json = to_json(payload)
+        payload_type = reg.payload_type(event_type)
+        if payload_type is not None:
+            import json
+
+            coerce(payload_type, json.loads(payload_json))
+    except ValueError as exc:
+        raise InvalidEvent(event_type, service, str(exc)) from None
+    return payload_json
+
+
+def _bind(session: Session) -> Any:
+    return session.get_bind()

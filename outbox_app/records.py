@@ -1,0 +1,51 @@
+"""The outbox row as a frozen record, and its status."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PUBLISHED = "published"
+    CONSUMED = "consumed"
+    DEAD = "dead"
+
+
+LIVE = (Status.PENDING.value, Status.PUBLISHED.value)  # states a row can still leave
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_type: str
+    service_name: str
+    topic: str
+    message_key: str | None
+    payload: str
+    status: Status
+    retry_count: int
+    max_retry: int
+    next_retry_at: datetime | None
+    last_error: str | None
+    traceparent: str | None
+    published_at: datetime | None
+    consumed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> OutboxRow:
+        m = row._mapping
+        return cls(**{**{k: m[k] for k in cls.__dataclass_fields__}, "status": Status(m["status"])})
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() + "Z" if isinstance(value, datetime) else value
+        out["status"] = self.status.value
+        return out

@@ -1,0 +1,209 @@
+"""The registry: which service owns each event type, each service's route, and the
+handlers. A failed registration leaves the registry as it was."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import MetaData
+
+from .context import Event, HandlerContext
+from .errors import (
+    ConfigurationError,
+    DuplicateHandler,
+    EventTypeConflict,
+    UnknownEventType,
+    UnknownService,
+)
+from .routing import Route, check_service_name
+
+log = logging.getLogger(__name__)
+
+HandlerFunc = Callable[[HandlerContext], Any]
+AfterCommit = Callable[[Event, Any], Awaitable[None]]
+F = TypeVar("F", bound=HandlerFunc)
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    event_type: str
+    service: str
+    func: HandlerFunc
+    payload_type: type | None = None
+    # Remote work run after the transaction commits; the row is consumed only once it
+    # succeeds. Its database part (``func``) may run again on retry: key it by outbox id.
+    after_commit: AfterCommit | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}.{getattr(self.func, '__qualname__', self.func)}"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+        self._payload_types: dict[str, type] = {}
+        self._routes: dict[str, Route] = {}
+        self._handlers: dict[str, HandlerSpec] = {}
+        self._metadata: list[MetaData] = []
+        self._loaded: set[str] = set()
+
+    # -- services and event types -------------------------------------------------
+    def add_service(
+        self,
+        service: str,
+        *,
+        table: str | None = None,
+        topic: str | None = None,
+        group: str | None = None,
+    ) -> Route:
+        """Declare a service (idempotent) and optionally override its route."""
+        route = self._routes.get(service) or Route.default(service)
+        if table or topic or group:
+            route = route.override(table=table, topic=topic, group=group)
+        self._routes[service] = route
+        return route
+
+    def register_event(
+        self, event_type: str, service: str, payload_type: type | None = None
+    ) -> None:
+        if not event_type or not isinstance(event_type, str) or len(event_type) > 128:
+            raise ConfigurationError(f"invalid event type {event_type!r} (1-128 characters)")
+        check_service_name(service)
+        owner = self._owners.get(event_type)
+        if owner is not None and owner != service:
+            raise EventTypeConflict(event_type, owner, service)
+        known = self._payload_types.get(event_type)
+        if payload_type is not None and known is not None and known is not payload_type:
+            raise ConfigurationError(
+                f"event type {event_type!r} (service {service!r}) already has payload type "
+                f"{known.__name__}, not {payload_type.__name__}"
+            )
+        self.add_service(service)
+        self._owners[event_type] = service
+        if payload_type is not None:
+            self._payload_types[event_type] = payload_type
+
+    def owner(self, event_type: str) -> str:
+        try:
+            return self._owners[event_type]
+        except KeyError:
+            raise UnknownEventType(event_type) from None
+
+    def route(self, service: str) -> Route:
+        try:
+            return self._routes[service]
+        except KeyError:
+            raise UnknownService(service, list(self._routes)) from None
+
+    def route_for_event(self, event_type: str) -> Route:
+        return self._routes[self.owner(event_type)]
+
+    def payload_type(self, event_type: str) -> type | None:
+        return self._payload_types.get(event_type)
+
+    @property
+    def services(self) -> list[str]:
+        return sorted(self._routes)
+
+    def event_types(self, service: str | None = None) -> list[str]:
+        return sorted(e for e, s in self._owners.items() if service is None or s == service)
+
+    def routes(self, services: Iterable[str] | None = None) -> list[Route]:
+        names = self.services if services is None else list(services)
+        return [self.route(s) for s in names]
+
+    # -- handlers --------------------------------------------------------------------
+    def handler(
+        self,
+        event_type: str,
+        *,
+        service: str,
+        payload: type | None = None,
+        after_commit: AfterCommit | None = None,
+    ) -> Callable[[F], F]:
+        """Register ``func`` as the handler of ``event_type``, owned by ``service``."""
+
+        def decorate(func: F) -> F:
+            spec = HandlerSpec(event_type, service, func, payload, after_commit)
+            existing = self._handlers.get(event_type)
+            if existing is not None and existing.func is not func:
+                raise DuplicateHandler(event_type, existing.name)
+            self.register_event(event_type, service, payload)  # raises before any change
+            self._handlers[event_type] = spec
+            return func
+
+        return decorate
+
+    def handler_for(self, event_type: str) -> HandlerSpec | None:
+        return self._handlers.get(event_type)
+
+    def add_metadata(self, metadata: MetaData) -> MetaData:
+        """Business tables of a handler module, created at worker start-up."""
+        if metadata not in self._metadata:
+            self._metadata.append(metadata)
+        return metadata
+
+    @property
+    def metadata(self) -> list[MetaData]:
+        return list(self._metadata)
+
+    # -- start-up --------------------------------------------------------------------
+    def load_modules(self, names: Iterable[str]) -> None:
+        """Import handler modules; a package is walked so each of its modules registers."""
+        for name in names:
+            if name in self._loaded:
+                continue
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import handler module {name!r} (OUTBOX_HANDLER_MODULES): {exc}"
+                ) from exc
+            for info in pkgutil.walk_packages(getattr(module, "__path__", []), f"{name}."):
+                importlib.import_module(info.name)
+            self._loaded.add(name)
+
+    def check_consumable(self, services: Iterable[str]) -> None:
+        """Refuse to consume a service whose event types lack handlers."""
+        problems = []
+        for service in services:
+            self.route(service)
+            for event_type in self.event_types(service):
+                if event_type not in self._handlers:
+                    problems.append(
+                        f"event type {event_type!r} of service {service!r} has no handler"
+                    )
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    def resolve_services(self, wanted: Iterable[str]) -> list[str]:
+        names = list(wanted)
+        if not names or names == ["all"]:
+            if not self._routes:
+                raise ConfigurationError("no services are registered: check OUTBOX_HANDLER_MODULES")
+            return self.services
+        for name in names:
+            self.route(name)
+        return sorted(set(names))
+
+
+default_registry = Registry()
+
+
+def handler(
+    event_type: str,
+    *,
+    service: str,
+    payload: type | None = None,
+    after_commit: AfterCommit | None = None,
+) -> Callable[[F], F]:
+    """Register a handler in the default registry (see ``Registry.handler``)."""
+    return default_registry.handler(
+        event_type, service=service, payload=payload, after_commit=after_commit
+    )

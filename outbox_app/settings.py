@@ -1,0 +1,218 @@
+"""Settings read from ``OUTBOX_*`` environment variables, each with a default.
+
+The table in the README is generated from ``SETTINGS`` below, so the two never
+disagree. The database URL is only ever shown with its password masked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from .errors import ConfigurationError
+
+ALL_SERVICES = "all"
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_duration(raw: str) -> float:
+    """Seconds from ``90``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``."""
+    text = raw.strip().lower()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+    for suffix in ("ms", "s", "m", "h", "d", "w"):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ValueError(f"expected a duration such as 30s, 5m or 7d, got {raw!r}") from None
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {raw!r}")
+    return seconds
+
+
+def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _setting(
+        "OUTBOX_DATABASE_URL",
+        "sqlite:///outbox.sqlite3",
+        "SQLAlchemy URL of the outbox database, e.g. mysql+mysqldb://user:pw@host:3306/db",
+    )
+    broker_url: str = _setting(
+        "OUTBOX_BROKER_URL", "kafka://127.0.0.1:9092", "Kafka bootstrap servers, kafka://host:port"
+    )
+    services: tuple[str, ...] = _setting(
+        "OUTBOX_SERVICES", (ALL_SERVICES,), "services this worker owns (comma list or all)", _list
+    )
+    handler_modules: tuple[str, ...] = _setting(
+        "OUTBOX_HANDLER_MODULES",
+        ("handlers",),
+        "modules (or packages) holding @handler code",
+        _list,
+    )
+    app_id: str = _setting(
+        "OUTBOX_APP_ID", "", "Faust app id and consumer group; default derived from the services"
+    )
+    web_host: str = _setting("OUTBOX_WEB_HOST", "0.0.0.0", "address of the Faust web view")
+    web_port: int = _setting("OUTBOX_WEB_PORT", 6066, "port of the Faust web view", int)
+    web_enabled: bool = _setting("OUTBOX_WEB_ENABLED", True, "serve the web view", _bool)
+    admin_token: str = _setting(
+        "OUTBOX_ADMIN_TOKEN", "", "token for mutating web endpoints; empty turns them off"
+    )
+    datadir: str = _setting(
+        "OUTBOX_DATADIR", "", "Faust data directory; default a per-app folder in the temp dir"
+    )
+    max_retry: int = _setting("OUTBOX_MAX_RETRY", 20, "attempts before a row goes dead", int)
+    backoff_cap: int = _setting(
+        "OUTBOX_BACKOFF_CAP", 10, "backoff is min(attempt, cap)^2 seconds", int
+    )
+    backoff_jitter: float = _setting(
+        "OUTBOX_BACKOFF_JITTER", 0.2, "random extra backoff, as a fraction of the delay", float
+    )
+    relay_interval: float = _setting(
+        "OUTBOX_RELAY_INTERVAL", 0.1, "seconds between relay rounds when idle", parse_duration
+    )
+    relay_batch: int = _setting("OUTBOX_RELAY_BATCH", 500, "rows claimed per relay round", int)
+    claim_lease: float = _setting(
+        "OUTBOX_CLAIM_LEASE",
+        30.0,
+        "seconds a claimed row is hidden from other relays while it is published",
+        parse_duration,
+    )
+    consumer_batch: int = _setting(
+        "OUTBOX_CONSUMER_BATCH", 500, "envelopes handled per database transaction", int
+    )
+    consumer_batch_within: float = _setting(
+        "OUTBOX_CONSUMER_BATCH_WITHIN",
+        0.01,
+        "longest wait to fill a consumer batch",
+        parse_duration,
+    )
+    fetch_max_wait_ms: int = _setting(
+        "OUTBOX_FETCH_MAX_WAIT_MS", 50, "consumer fetch wait; Faust hard-codes 1500", int
+    )
+    topic_partitions: int = _setting(
+        "OUTBOX_TOPIC_PARTITIONS", 4, "partitions of each service topic", int
+    )
+    session_timeout: float = _setting(
+        "OUTBOX_SESSION_TIMEOUT", 10.0, "Kafka consumer session timeout", parse_duration
+    )
+    heartbeat_interval: float = _setting(
+        "OUTBOX_HEARTBEAT_INTERVAL", 3.0, "Kafka consumer heartbeat interval", parse_duration
+    )
+    db_pool_size: int = _setting(
+        "OUTBOX_DB_POOL_SIZE", 4, "database connections, and threads running database work", int
+    )
+    visibility_timeout: float = _setting(
+        "OUTBOX_VISIBILITY_TIMEOUT",
+        300.0,
+        "published rows not consumed within this go back to pending; 0 turns it off",
+        parse_duration,
+    )
+    retention: float = _setting(
+        "OUTBOX_RETENTION",
+        7 * 86400.0,
+        "consumed rows older than this are purged; 0 turns purging off",
+        parse_duration,
+    )
+    maintenance_interval: float = _setting(
+        "OUTBOX_MAINTENANCE_INTERVAL",
+        30.0,
+        "seconds between stale-published recovery and purge rounds",
+        parse_duration,
+    )
+    purge_batch: int = _setting("OUTBOX_PURGE_BATCH", 1000, "rows deleted per purge batch", int)
+    log_level: str = _setting("OUTBOX_LOG_LEVEL", "info", "worker log level")
+
+    def __post_init__(self) -> None:
+        for name in ("relay_batch", "consumer_batch", "db_pool_size", "topic_partitions"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{_env_name(name)} must be at least 1")
+        if self.max_retry < 1:
+            raise ConfigurationError("OUTBOX_MAX_RETRY must be at least 1")
+        try:
+            make_url(self.database_url)
+        except Exception:
+            raise ConfigurationError(
+                "OUTBOX_DATABASE_URL is not a valid SQLAlchemy URL (value hidden: it may hold "
+                "a password)"
+            ) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{f.metadata['env']}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def safe_database_url(self) -> str:
+        return mask_url(self.database_url)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.broker_url.replace("kafka://", "").replace(";", ",")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["database_url"] = self.safe_database_url
+        shown["admin_token"] = "***" if self.admin_token else ""
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    __str__ = __repr__
+
+
+def mask_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid url>"
+
+
+def _env_name(attr: str) -> str:
+    for f in fields(Settings):
+        if f.name == attr:
+            return str(f.metadata["env"])
+    return attr
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for docs and ``--help``."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+    return rows

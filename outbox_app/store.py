@@ -1,0 +1,448 @@
+"""The state machine: every outbox transition as one guarded statement or one short
+transaction. Only this module builds outbox SQL; the relay, agents, web view and CLI
+call it. Methods are blocking: async callers run them through ``DatabaseExecutor``.
+
+A claim leases rows instead of holding their locks across the broker round trip: it
+pushes ``next_retry_at`` to a lease deadline that doubles as a claim token, so other
+relays skip the rows, a crashed relay's rows come back when the lease ends, and
+``mark_published`` only touches rows still carrying the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from .records import LIVE, OutboxRow, Status
+from .retry import RetryPolicy
+from .routing import Route
+from .schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
+
+log = logging.getLogger(__name__)
+
+Executor = Connection | Session
+
+
+@dataclass(frozen=True)
+class Claim:
+    rows: list[OutboxRow]
+    token: datetime  # the lease deadline written to each claimed row
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.rows]
+
+
+@dataclass(frozen=True)
+class ServiceCounts:
+    pending: int = 0
+    published: int = 0
+    consumed: int = 0
+    dead: int = 0
+    oldest_pending_age_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "published": self.published,
+            "consumed": self.consumed,
+            "dead": self.dead,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+        }
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    retried: list[int]
+    dead: list[int]
+
+
+def truncate_error(reason: str) -> str:
+    return reason if len(reason) <= MAX_ERROR_CHARS else reason[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class OutboxStore:
+    def __init__(self, engine: Engine, route: Route, policy: RetryPolicy | None = None) -> None:
+        self.engine = engine
+        self.route = route
+        self.table = outbox_table(route)
+        self.policy = policy or RetryPolicy()
+
+    def __repr__(self) -> str:
+        return f"OutboxStore(service={self.route.service!r}, table={self.route.table!r})"
+
+    @contextmanager
+    def _tx(self, conn: Executor | None) -> Iterator[Executor]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
+
+    # -- write path ------------------------------------------------------------------
+    def add(
+        self,
+        conn: Executor,
+        *,
+        event_type: str,
+        payload_json: str,
+        key: str | None,
+        max_retry: int,
+        traceparent: str | None = None,
+    ) -> int:
+        """Insert a pending row inside the caller's transaction (never commits)."""
+        t = self.table
+        result = conn.execute(
+            insert(t).values(
+                event_type=event_type,
+                service_name=self.route.service,
+                topic=self.route.topic,
+                message_key=key,
+                payload=payload_json,
+                status=Status.PENDING.value,
+                retry_count=0,
+                max_retry=max_retry,
+                next_retry_at=utcnow(),
+                traceparent=traceparent,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        return int(cast(CursorResult[Any], result).inserted_primary_key[0])  # type: ignore[index]
+
+    # -- relay -----------------------------------------------------------------------
+    def claim_due(self, limit: int, lease_s: float) -> Claim | None:
+        """Lease up to ``limit`` due pending rows; concurrent relays get disjoint sets."""
+        t = self.table
+        with self.engine.begin() as conn:
+            token = conn.execute(select(db_time(lease_s))).scalar_one()
+            rows = conn.execute(
+                select(t)
+                .where(t.c.status == Status.PENDING.value, t.c.next_retry_at <= utcnow())
+                .order_by(t.c.next_retry_at, t.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return None
+            claimed = [OutboxRow.from_row(r) for r in rows]
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_([r.id for r in claimed]))
+                .values(next_retry_at=token, updated_at=utcnow())
+            )
+        return Claim(claimed, _as_datetime(token))
+
+    def mark_published(self, ids: Sequence[int], token: datetime) -> int:
+        """pending -> published for rows still holding this claim's token."""
+        if not ids:
+            return 0
+        t = self.table
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t)
+                .where(
+                    t.c.id.in_(list(ids)),
+                    t.c.status == Status.PENDING.value,
+                    t.c.next_retry_at == token,
+                )
+                .values(
+                    status=Status.PUBLISHED.value,
+                    published_at=utcnow(),
+                    next_retry_at=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return _rowcount(result)
+
+    # -- failures --------------------------------------------------------------------
+    def record_failures(
+        self,
+        errors: Mapping[int, str],
+        conn: Executor | None = None,
+        *,
+        token: datetime | None = None,
+    ) -> FailureOutcome:
+        """One failed attempt per row: back to pending after a backoff, or dead when the
+        attempts are spent. Rows already consumed or dead are left alone; with ``token``
+        (a relay's claim) only rows still holding it are touched."""
+        if not errors:
+            return FailureOutcome([], [])
+        t = self.table
+        with self._tx(conn) as c:
+            query = (
+                select(t.c.id, t.c.retry_count, t.c.max_retry)
+                .where(t.c.id.in_(list(errors)), t.c.status.in_(LIVE))
+                .order_by(t.c.id)
+                .with_for_update()
+            )
+            if token is not None:
+                query = query.where(t.c.next_retry_at == token)
+            params, retried, dead = [], [], []
+            for row_id, retry_count, max_retry in c.execute(query).all():
+                delay = self.policy.next_step(retry_count, max_retry)
+                if delay is None:
+                    dead.append(row_id)
+                else:
+                    retried.append(row_id)
+                params.append(
+                    {
+                        "b_id": row_id,
+                        "b_status": (Status.DEAD if delay is None else Status.PENDING).value,
+                        "b_delay": delay or 0.0,
+                        "b_error": truncate_error(errors[row_id]),
+                    }
+                )
+            if params:
+                c.execute(
+                    update(t)
+                    .where(t.c.id == bindparam("b_id"), _is_live(t))
+                    .values(
+                        status=bindparam("b_status"),
+                        retry_count=t.c.retry_count + 1,
+                        next_retry_at=case(
+                            (bindparam("b_status") == Status.DEAD.value, None),
+                            else_=db_time(bindparam("b_delay")),
+                        ),
+                        last_error=bindparam("b_error"),
+                        updated_at=utcnow(),
+                    ),
+                    params,
+                )
+        return FailureOutcome(retried, dead)
+
+    def mark_dead(self, reasons: Mapping[int, str], conn: Executor | None = None) -> int:
+        """pending/published -> dead for unrecoverable rows (unknown type, bad payload)."""
+        if not reasons:
+            return 0
+        t = self.table
+        with self._tx(conn) as c:
+            result = c.execute(
+                update(t)
+                .where(t.c.id == bindparam("b_id"), _is_live(t))
+                .values(
+                    status=Status.DEAD.value,
+                    next_retry_at=None,
+                    last_error=bindparam("b_error"),
+                    updated_at=utcnow(),
+                ),
+                [{"b_id": i, "b_error": truncate_error(r)} for i, r in reasons.items()],
+            )
+        return _rowcount(result)
+
+    # -- consumer --------------------------------------------------------------------
+    def lock_for_consume(self, conn: Executor, ids: Iterable[int]) -> dict[int, OutboxRow]:
+        """Lock the rows (in id order, so batches never deadlock each other)."""
+        t = self.table
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = conn.execute(
+            select(t).where(t.c.id.in_(wanted)).order_by(t.c.id).with_for_update()
+        ).all()
+        return {r.id: OutboxRow.from_row(r) for r in rows}
+
+    def mark_consumed(self, ids: Sequence[int], conn: Executor | None = None) -> int:
+        """pending/published -> consumed; inside the handler's transaction when given."""
+        if not ids:
+            return 0
+        t = self.table
+        with self._tx(conn) as c:
+            result = c.execute(
+                update(t)
+                .where(t.c.id.in_(list(ids)), t.c.status.in_(LIVE))
+                .values(
+                    status=Status.CONSUMED.value,
+                    consumed_at=utcnow(),
+                    next_retry_at=None,
+                    last_error=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return _rowcount(result)
+
+    # -- operators and maintenance -----------------------------------------------------
+    def requeue_dead(
+        self, ids: Sequence[int] | None = None, event_type: str | None = None
+    ) -> list[int]:
+        """dead -> pending with a fresh attempt budget; returns the requeued ids."""
+        t = self.table
+        with self.engine.begin() as conn:
+            query = select(t.c.id).where(t.c.status == Status.DEAD.value).with_for_update()
+            if ids is not None:
+                query = query.where(t.c.id.in_(list(ids)))
+            if event_type is not None:
+                query = query.where(t.c.event_type == event_type)
+            found = [r for (r,) in conn.execute(query.order_by(t.c.id)).all()]
+            for chunk in _chunks(found, 1000):
+                conn.execute(
+                    update(t)
+                    .where(t.c.id.in_(chunk), t.c.status == Status.DEAD.value)
+                    .values(
+                        status=Status.PENDING.value,
+                        retry_count=0,
+                        next_retry_at=utcnow(),
+                        published_at=None,
+                        updated_at=utcnow(),
+                    )
+                )
+        if found:
+            log.info(
+                "requeued %d dead row(s) of service %s: ids %s",
+                len(found),
+                self.route.service,
+                _id_summary(found),
+            )
+        return found
+
+    def recover_stale(self, visibility_s: float, limit: int = 1000) -> int:
+        """published -> pending when not consumed within the visibility timeout (the
+        broker lost the message); counts as an attempt, dead when attempts are spent."""
+        t = self.table
+        cutoff = db_time(-visibility_s)
+        with self.engine.begin() as conn:
+            ids = [
+                r
+                for (r,) in conn.execute(
+                    select(t.c.id)
+                    .where(t.c.status == Status.PUBLISHED.value, t.c.published_at < cutoff)
+                    .order_by(t.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).all()
+            ]
+            if not ids:
+                return 0
+            exhausted = t.c.retry_count + 1 >= t.c.max_retry
+            result = conn.execute(
+                update(t)
+                .where(
+                    t.c.id.in_(ids),
+                    t.c.status == Status.PUBLISHED.value,
+                    t.c.published_at < cutoff,
+                )
+                .values(
+                    status=case((exhausted, Status.DEAD.value), else_=Status.PENDING.value),
+                    retry_count=t.c.retry_count + 1,
+                    next_retry_at=case((exhausted, None), else_=utcnow()),
+                    last_error=literal(
+                        f"not consumed within the visibility timeout ({visibility_s:g}s)"
+                    ),
+                    updated_at=utcnow(),
+                )
+            )
+        return _rowcount(result)
+
+    def purge_consumed(
+        self, older_than_s: float, batch: int = 1000, *, dry_run: bool = False
+    ) -> int:
+        """Delete consumed rows older than the age, ``batch`` rows per short transaction."""
+        t = self.table
+        old = (t.c.status == Status.CONSUMED.value) & (t.c.consumed_at < db_time(-older_than_s))
+        if dry_run:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).where(old)).scalar_one())
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = [
+                    r
+                    for (r,) in conn.execute(
+                        select(t.c.id).where(old).order_by(t.c.id).limit(batch)
+                    ).all()
+                ]
+                if ids:
+                    conn.execute(
+                        delete(t).where(t.c.id.in_(ids), t.c.status == Status.CONSUMED.value)
+                    )
+            total += len(ids)
+            if len(ids) < batch:
+                return total
+
+    def counts(self) -> ServiceCounts:
+        t = self.table
+        with self.engine.connect() as conn:
+            now = conn.execute(select(utcnow())).scalar_one()
+            rows = conn.execute(
+                select(t.c.status, func.count(), func.min(t.c.created_at)).group_by(t.c.status)
+            ).all()
+        by_status = {status: (n, oldest) for status, n, oldest in rows}
+        oldest = by_status.get(Status.PENDING.value, (0, None))[1]
+        age = None
+        if oldest is not None:
+            age = round(max(0.0, (_as_datetime(now) - _as_datetime(oldest)).total_seconds()), 3)
+        return ServiceCounts(
+            **{s.value: int(by_status.get(s.value, (0, None))[0]) for s in Status},
+            oldest_pending_age_s=age,
+        )
+
+    def get(self, row_id: int) -> OutboxRow | None:
+        t = self.table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id == row_id)).first()
+        return OutboxRow.from_row(row) if row is not None else None
+
+    def list_by_status(
+        self,
+        status: Status,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        event_type: str | None = None,
+    ) -> list[OutboxRow]:
+        t = self.table
+        query = select(t).where(t.c.status == status.value)
+        if event_type is not None:
+            query = query.where(t.c.event_type == event_type)
+        query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [OutboxRow.from_row(r) for r in conn.execute(query).all()]
+
+    def db_now(self) -> datetime:
+        with self.engine.connect() as conn:
+            return _as_datetime(conn.execute(select(utcnow())).scalar_one())
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _is_live(t: Any) -> Any:
+    # IN (...) expands per call, which executemany cannot do: spell it out.
+    return or_(*(t.c.status == s for s in LIVE))
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))  # SQLite returns text for expressions
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _id_summary(ids: Sequence[int]) -> str:
+    shown = ", ".join(map(str, ids[:20]))
+    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")

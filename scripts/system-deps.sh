@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the Python packages cannot: mysqlclient's build headers, MariaDB for
+# the integration tests, and Chromium for the dashboard test. Idempotent; each step
+# runs only when something is missing.
+set -euo pipefail
+
+need=()
+dpkg -s default-libmysqlclient-dev >/dev/null 2>&1 || need+=(default-libmysqlclient-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+if [ "${OUTBOX_SKIP_BROWSER:-0}" != 1 ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "system-deps: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# MariaDB on 127.0.0.1:3306 for the integration tests (root, empty password).
+if ! mariadb-admin -h127.0.0.1 -uroot status >/dev/null 2>&1; then
+  echo "system-deps: starting MariaDB"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO mkdir -p /run/mysqld && $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  if [ ! -d /var/lib/mysql/mysql ]; then
+    $SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  fi
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  for _ in $(seq 1 60); do
+    mariadb-admin -h127.0.0.1 -uroot status >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  mariadb-admin -h127.0.0.1 -uroot status >/dev/null
+fi

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real MariaDB database per test run, SQLite files, fresh registries."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from outbox_app.database import make_engine
+from outbox_app.registry import Registry
+from outbox_app.schema import create_schema
+
+MYSQL_ADMIN_URL = os.environ.get("OUTBOX_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/")
+
+
+def _admin_engine() -> Engine:
+    return create_engine(MYSQL_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def fresh_mariadb_database(prefix: str = "outbox_t") -> tuple[str, Callable[[], None]]:
+    """A new database and a function that drops it: for tests that run processes."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+    return make_url(MYSQL_ADMIN_URL).set(database=name).render_as_string(False), drop
+
+
+@pytest.fixture
+def mariadb_db() -> Iterator[str]:
+    url, drop = fresh_mariadb_database()
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'outbox.sqlite3'}"
+    else:
+        yield request.getfixturevalue("mariadb_db")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url, pool_size=4)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry()
+    reg.register_event("chat.persist", "agent")
+    reg.register_event("task.created", "task")
+    return reg
+
+
+@pytest.fixture
+def schema(engine: Engine, registry: Registry) -> Engine:
+    create_schema(engine, registry.routes())
+    return engine
