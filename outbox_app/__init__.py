@@ -6,6 +6,7 @@ from .errors import (
     EventTypeConflict,
     InvalidEvent,
     OutboxError,
+    PermanentFailure,
     UnknownEventType,
     WrongService,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidEvent",
     "OutboxError",
     "OutboxRow",
+    "PermanentFailure",
     "Registry",
     "Status",
     "UnknownEventType",

@@ -62,3 +62,8 @@ class DuplicateHandler(ConfigurationError):
 
 class DatabaseUnavailable(OutboxError):
     """The database could not be reached or dropped the connection; safe to retry."""
+
+
+class PermanentFailure(OutboxError):
+    """Raise from a handler when retrying cannot help: the row goes dead at once,
+    with this message as its reason."""

@@ -1,0 +1,72 @@
+"""Service ``active_scheduler``: a fired schedule publishes the tasks it asks for.
+
+Each run is recorded once per (schedule, fire time); task ids derive from the run,
+so the tasks of one firing are created once however often the event is delivered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
+
+from outbox_app import HandlerContext, PermanentFailure, default_registry, handler
+from outbox_app.schema import Timestamp, utcnow
+
+metadata = default_registry.add_metadata(MetaData())
+
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("run_key", String(191), nullable=False, unique=True),
+    Column("schedule_id", String(128), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("task_count", Integer, nullable=False),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+MAX_TASKS_PER_RUN = 100
+
+
+@dataclass
+class ScheduleTriggered:
+    schedule_id: str
+    user_id: int
+    fired_at: str
+    tasks: list[Any] = field(default_factory=list)  # [{"title": ..., "due_at": ...}]
+
+
+@handler("schedule.triggered", service="active_scheduler", payload=ScheduleTriggered)
+def run_schedule(ctx: HandlerContext) -> None:
+    p: ScheduleTriggered = ctx.payload
+    if len(p.tasks) > MAX_TASKS_PER_RUN:
+        raise PermanentFailure(
+            f"field 'tasks' has {len(p.tasks)} items, at most {MAX_TASKS_PER_RUN}"
+        )
+    run_key = f"{p.schedule_id}@{p.fired_at}"
+    ctx.session.execute(
+        insert(schedule_runs).values(
+            run_key=run_key,
+            schedule_id=p.schedule_id,
+            user_id=p.user_id,
+            task_count=len(p.tasks),
+            outbox_id=ctx.event.outbox_id,
+            created_at=utcnow(),
+        )
+    )
+    for i, spec in enumerate(p.tasks):
+        if not isinstance(spec, dict) or not isinstance(spec.get("title"), str):
+            raise PermanentFailure(f"field 'tasks[{i}]' must be an object with a string 'title'")
+        ctx.publish(
+            "task.created",
+            {
+                "task_id": f"{run_key}#{i}",
+                "user_id": p.user_id,
+                "title": spec["title"],
+                "due_at": spec.get("due_at"),
+            },
+            key=str(p.user_id),
+        )

@@ -1,0 +1,126 @@
+"""The Faust application: a relay timer and a consumer agent per owned service.
+
+Run it with ``faust -A outbox_app.app worker -l info`` or ``outbox-app worker``.
+``OUTBOX_SERVICES`` picks the services this worker owns; workers owning the same
+services share one consumer group, and their relays share rows through claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+import faust
+
+from .consumer import ServiceConsumer
+from .maintenance import Maintenance
+from .registry import Registry, default_registry
+from .relay import Relay
+from .runtime import Runtime
+from .settings import Settings
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class OutboxApp(faust.App):
+    """A Faust app that owns an outbox runtime and uses the outbox Kafka transport."""
+
+    runtime: Runtime
+    fetch_max_wait_ms: int = 50
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await self.runtime.start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self.runtime.close()
+
+
+def app_id_for(settings: Settings, registry: Registry, services: list[str]) -> str:
+    if settings.app_id:
+        return settings.app_id
+    if len(services) == 1:
+        return registry.route(services[0]).group
+    if services == registry.services:
+        return "outbox-all"
+    return "outbox-" + "-".join(services)
+
+
+def build_app(settings: Settings | None = None, registry: Registry | None = None) -> OutboxApp:
+    """Build a worker app; fails fast on handler and route problems."""
+    settings = settings or Settings.from_env()
+    registry = registry or default_registry
+    registry.load_modules(settings.handler_modules)
+    services = registry.resolve_services(settings.services)
+    registry.check_consumable(services)
+    app_id = app_id_for(settings, registry, services)
+    datadir = settings.datadir or os.path.join(
+        tempfile.gettempdir(), "outbox-app", f"{app_id}-{settings.web_port}"
+    )
+    os.makedirs(os.path.dirname(datadir) or ".", exist_ok=True)
+    app = OutboxApp(
+        app_id,
+        broker=settings.broker_url,
+        autodiscover=False,
+        datadir=datadir,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_request_timeout=max(30.0, settings.session_timeout * 2),
+        broker_commit_interval=1.0,
+        producer_request_timeout=max(5.0, min(15.0, settings.claim_lease / 2)),
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        logging_config=None,
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    runtime = app.runtime = Runtime(settings, registry, services)
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
+        return await app.producer.send(topic, key, value, None, None, headers)
+
+    for service in services:
+        route = registry.route(service)
+        topic = app.topic(
+            route.topic,
+            partitions=settings.topic_partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        consumer = ServiceConsumer(runtime, service)
+        app.agent(topic, name=f"outbox.consume.{service}")(consumer.agent)  # type: ignore[arg-type]
+        relay = Relay(runtime, service, send)
+        app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
+
+    maintenance = Maintenance(runtime)
+    if maintenance.enabled:
+        app.timer(settings.maintenance_interval, name="outbox.maintenance")(maintenance.tick)
+
+    from .web.views import install as install_web
+
+    install_web(app, runtime)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # ``faust -A outbox_app.app`` and ``outbox-app worker`` read ``app`` from here; it is
+    # built on first access so that importing this module does no work.
+    if name == "app":
+        value = build_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)

@@ -1,0 +1,254 @@
+"""The consume path of one service: a batch of envelopes in one transaction.
+
+Rows are locked in id order; rows already consumed or dead are skipped (duplicate
+delivery); each handler runs in its own savepoint so one failure does not undo the
+others; successes are marked consumed and failures recorded in the same
+transaction. Handlers with remote work run it after the commit, and only then is
+their row consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from .context import Event, HandlerContext
+from .envelope import BadEnvelope, Envelope, decode
+from .errors import DatabaseUnavailable, PermanentFailure
+from .payloads import coerce
+from .records import OutboxRow, Status
+from .registry import HandlerSpec
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+REMOTE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class RemoteWork:
+    spec: HandlerSpec
+    event: Event
+    result: Any
+
+
+@dataclass
+class BatchOutcome:
+    consumed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    dead: dict[int, str] = field(default_factory=dict)
+    duplicates: list[int] = field(default_factory=list)
+    unknown_ids: list[int] = field(default_factory=list)
+    poison: int = 0
+    remote: list[RemoteWork] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+
+class ServiceConsumer:
+    def __init__(self, runtime: Runtime, service: str) -> None:
+        self.rt = runtime
+        self.service = service
+        self.store = runtime.stores[service]
+        self._announced = False
+
+    async def agent(self, stream: AsyncIterator[Any]) -> None:
+        """The Faust agent body for this service's topic."""
+        s = self.rt.settings
+        await self.rt.ready.wait()
+        if not self._announced:
+            self._announced = True
+            log.info(
+                "consumer %s started: topic %s -> table %s, batch %d",
+                self.service,
+                self.store.route.topic,
+                self.store.route.table,
+                s.consumer_batch,
+            )
+        async for values in stream.take(s.consumer_batch, within=s.consumer_batch_within):  # type: ignore[attr-defined]
+            await self.handle(values)
+
+    async def handle(self, values: list[Any]) -> BatchOutcome:
+        """Handle one batch of raw records; never raises for bad records or handlers."""
+        envelopes: list[Envelope] = []
+        poison = 0
+        for value in values:
+            try:
+                envelopes.append(decode(value, self.service))
+            except BadEnvelope as exc:
+                poison += 1
+                log.warning(
+                    "consumer %s: dropped a record that is not an outbox envelope: %s",
+                    self.service,
+                    exc,
+                )
+        outcome = await self._process_with_retry(envelopes) if envelopes else BatchOutcome()
+        outcome.poison = poison
+        if outcome.remote:
+            await self._run_remote(outcome)
+        self._observe(outcome)
+        return outcome
+
+    async def _process_with_retry(self, envelopes: list[Envelope]) -> BatchOutcome:
+        delay = 0.2
+        while True:
+            try:
+                return await self.rt.executor.run(self.process, envelopes)
+            except (DatabaseUnavailable, OperationalError) as exc:
+                # Lost connection, deadlock or lock timeout: the transaction rolled back
+                # whole, so the batch can simply run again.
+                log.warning(
+                    "consumer %s: batch of %d rolled back (%s); retrying in %.1fs",
+                    self.service,
+                    len(envelopes),
+                    _short(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def process(self, envelopes: list[Envelope]) -> BatchOutcome:
+        """Blocking: the database part of a batch, in one transaction."""
+        out = BatchOutcome()
+        by_id: dict[int, Envelope] = {}
+        for env in envelopes:
+            if env.outbox_id in by_id:
+                out.duplicates.append(env.outbox_id)  # the same row twice in one batch
+            by_id[env.outbox_id] = env
+        with self.store.engine.connect() as conn, conn.begin():
+            rows = self.store.lock_for_consume(conn, by_id)
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            try:
+                for outbox_id in by_id:
+                    row = rows.get(outbox_id)
+                    if row is None:
+                        out.unknown_ids.append(outbox_id)
+                    elif row.status in (Status.CONSUMED, Status.DEAD):
+                        out.duplicates.append(outbox_id)
+                    else:
+                        self._run_handler(session, row, out)
+                session.commit()  # releases the session's savepoint, not the transaction
+                self.store.mark_consumed(out.consumed, conn)
+                self.store.mark_dead(out.dead, conn)
+                outcome = self.store.record_failures(out.failed, conn)
+            finally:
+                session.close()
+        for row_id in outcome.dead:
+            out.dead[row_id] = out.failed.pop(row_id)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        out.latencies = [
+            (now - rows[i].created_at).total_seconds() for i in out.consumed if i in rows
+        ]
+        if out.unknown_ids:
+            log.warning(
+                "consumer %s: no outbox row for id(s) %s in table %s; acknowledged",
+                self.service,
+                out.unknown_ids,
+                self.store.route.table,
+            )
+        return out
+
+    def _run_handler(self, session: Session, row: OutboxRow, out: BatchOutcome) -> None:
+        spec = self.rt.registry.handler_for(row.event_type)
+        where = f"event type {row.event_type!r}, service {self.service!r}, outbox id {row.id}"
+        if spec is None or spec.service != self.service:
+            out.dead[row.id] = f"unknown event type {row.event_type!r} for service {self.service!r}"
+            log.error("consumer %s: no handler for %s: row is dead", self.service, where)
+            return
+        try:
+            payload = coerce(spec.payload_type, json.loads(row.payload))
+        except ValueError as exc:
+            out.dead[row.id] = f"undecodable payload: {exc}"
+            log.error("consumer %s: bad payload (%s) for %s: row is dead", self.service, exc, where)
+            return
+        event = Event(
+            outbox_id=row.id,
+            event_type=row.event_type,
+            service=self.service,
+            key=row.message_key,
+            attempt=row.retry_count + 1,
+            created_at=row.created_at,
+            traceparent=row.traceparent,
+        )
+        ctx = HandlerContext(session, event, payload, self.rt.registry)
+        try:
+            with session.begin_nested():
+                result = spec.func(ctx)
+        except PermanentFailure as exc:
+            out.dead[row.id] = f"permanent failure: {exc}"
+            log.error(
+                "consumer %s: handler gave up on %s: %s: row is dead", self.service, where, exc
+            )
+            return
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # the whole transaction is gone: retry the batch
+            out.failed[row.id] = _short(exc)
+            log.warning("consumer %s: handler failed for %s: %s", self.service, where, _short(exc))
+            return
+        except Exception as exc:
+            out.failed[row.id] = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "consumer %s: handler failed for %s (attempt %d): %s: %s",
+                self.service,
+                where,
+                event.attempt,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if spec.after_commit is not None:
+            out.remote.append(RemoteWork(spec, event, result))
+        else:
+            out.consumed.append(row.id)
+
+    async def _run_remote(self, outcome: BatchOutcome) -> None:
+        """Remote work after the commit; its row is consumed only when it succeeded."""
+        work = outcome.remote
+        results = await asyncio.gather(
+            *(
+                asyncio.wait_for(w.spec.after_commit(w.event, w.result), REMOTE_TIMEOUT_S)  # type: ignore[misc]
+                for w in work
+            ),
+            return_exceptions=True,
+        )
+        ok = [w.event.outbox_id for w, r in zip(work, results, strict=True) if r is None]
+        failed = {
+            w.event.outbox_id: f"remote work failed: {type(r).__name__}: {r}"
+            for w, r in zip(work, results, strict=True)
+            if isinstance(r, BaseException)
+        }
+        for row_id, reason in failed.items():
+            log.warning(
+                "consumer %s: remote work failed for outbox id %d: %s", self.service, row_id, reason
+            )
+        if ok:
+            await self.rt.executor.run(self.store.mark_consumed, ok)
+            outcome.consumed.extend(ok)
+        if failed:
+            res = await self.rt.executor.run(self.store.record_failures, failed)
+            outcome.failed.update({i: failed[i] for i in res.retried})
+            outcome.dead.update({i: failed[i] for i in res.dead})
+
+    def _observe(self, out: BatchOutcome) -> None:
+        m, s = self.rt.metrics, self.service
+        m.consumed.labels(s).inc(len(out.consumed))
+        m.handler_failures.labels(s).inc(len(out.failed) + len(out.dead))
+        m.dead.labels(s).inc(len(out.dead))
+        m.duplicates.labels(s).inc(len(out.duplicates))
+        m.poison.labels(s).inc(out.poison + len(out.unknown_ids))
+        hist = m.end_to_end.labels(s)
+        for latency in out.latencies:
+            hist.observe(latency)
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:500]

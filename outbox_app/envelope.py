@@ -1,0 +1,90 @@
+"""The versioned JSON record that travels on Kafka, and its CloudEvents headers.
+
+The row in the database stays the source of truth: a consumer uses the envelope
+to find the row (service and outbox id) and runs the handler on the row itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .records import OutboxRow
+from .tracing import child_of
+
+VERSION = 1
+
+
+class BadEnvelope(ValueError):
+    """A record on a service topic that is not an outbox envelope."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    outbox_id: int
+    event_type: str
+    service: str
+    key: str | None
+    attempt: int
+
+
+def encode(row: OutboxRow) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the Kafka record for ``row``."""
+    head = json.dumps(
+        {
+            "v": VERSION,
+            "outbox_id": row.id,
+            "event_type": row.event_type,
+            "service": row.service_name,
+            "key": row.message_key,
+            "attempt": row.retry_count + 1,
+            "created_at": row.created_at.isoformat() + "Z" if row.created_at else None,
+        },
+        separators=(",", ":"),
+    )
+    # The stored payload is already JSON: splice it in rather than re-encode it.
+    value = f'{head[:-1]},"payload":{row.payload}}}'.encode()
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", f"{row.service_name}:{row.id}".encode()),
+        ("ce_type", row.event_type.encode()),
+        ("ce_source", f"outbox/{row.service_name}".encode()),
+        ("content-type", b"application/json"),
+        ("traceparent", child_of(row.traceparent).encode()),
+    ]
+    key = row.message_key.encode() if row.message_key is not None else None
+    return key, value, headers
+
+
+def decode(value: bytes | str | None, service: str) -> Envelope:
+    """Parse and check one record of ``service``'s topic; raises ``BadEnvelope``."""
+    if value is None:
+        raise BadEnvelope("empty record")
+    try:
+        data: Any = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadEnvelope(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadEnvelope("not a JSON object")
+    if data.get("v") != VERSION:
+        raise BadEnvelope(f"unsupported envelope version {data.get('v')!r}")
+    outbox_id, event_type = data.get("outbox_id"), data.get("event_type")
+    if not isinstance(outbox_id, int) or isinstance(outbox_id, bool) or outbox_id < 1:
+        raise BadEnvelope(f"field 'outbox_id' must be a positive integer, got {outbox_id!r}")
+    if not isinstance(event_type, str) or not event_type:
+        raise BadEnvelope(f"field 'event_type' must be a string (outbox id {outbox_id})")
+    if data.get("service") != service:
+        raise BadEnvelope(
+            f"outbox id {outbox_id}: envelope is for service {data.get('service')!r}, "
+            f"but arrived on the topic of service {service!r}"
+        )
+    key = data.get("key")
+    attempt = data.get("attempt", 1)
+    return Envelope(
+        outbox_id,
+        event_type,
+        service,
+        key if isinstance(key, str) else None,
+        attempt if isinstance(attempt, int) else 1,
+    )

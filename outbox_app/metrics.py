@@ -1,0 +1,68 @@
+"""Prometheus metrics of one worker, in a registry of its own (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.rows = Gauge(
+            "outbox_rows", "Outbox rows by service and status", ["service", "status"], registry=r
+        )
+        self.oldest_pending = Gauge(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending row",
+            ["service"],
+            registry=r,
+        )
+        self.published = Counter(
+            "outbox_published", "Rows published to Kafka", ["service"], registry=r
+        )
+        self.publish_failures = Counter(
+            "outbox_publish_failures", "Rows whose publish failed", ["service"], registry=r
+        )
+        self.consumed = Counter(
+            "outbox_consumed", "Rows consumed by their handler", ["service"], registry=r
+        )
+        self.handler_failures = Counter(
+            "outbox_handler_failures", "Failed handler attempts", ["service"], registry=r
+        )
+        self.dead = Counter("outbox_dead", "Rows that went dead", ["service"], registry=r)
+        self.duplicates = Counter(
+            "outbox_duplicates", "Deliveries of rows already finished", ["service"], registry=r
+        )
+        self.poison = Counter(
+            "outbox_poison_records",
+            "Records that were not valid envelopes",
+            ["service"],
+            registry=r,
+        )
+        self.recovered = Counter(
+            "outbox_stale_recovered", "Published rows returned to pending", ["service"], registry=r
+        )
+        self.purged = Counter("outbox_purged", "Consumed rows purged", ["service"], registry=r)
+        self.relay_batch = Histogram(
+            "outbox_relay_batch_size",
+            "Rows per relay claim",
+            ["service"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.publish_latency = Histogram(
+            "outbox_publish_latency_seconds",
+            "Time from claim to broker acks for a relay batch",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "outbox_end_to_end_latency_seconds",
+            "Time from the row's creation to its handler's commit",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
