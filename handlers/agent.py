@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, insert
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
 from outbox_app import HandlerContext, PermanentFailure, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.schema import Timestamp
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
 
 metadata = default_registry.add_metadata(MetaData())
 
@@ -20,8 +26,9 @@ chat_history = Table(
     Column("conversation_id", String(64), nullable=False, index=True),
     Column("role", String(16), nullable=False),
     Column("message", Text, nullable=False),
-    Column("created_at", Timestamp, nullable=False),
+    Column("created_at", Timestamp, nullable=False, default=utc_now),
 )
+
 
 ROLES = ("user", "assistant", "system", "tool")
 
@@ -39,13 +46,11 @@ def persist_chat_history(ctx: HandlerContext) -> None:
     p: ChatHistoryPersist = ctx.payload
     if p.role not in ROLES:
         raise PermanentFailure(f"field 'role' must be one of {', '.join(ROLES)}, got {p.role!r}")
-    ctx.session.execute(
-        insert(chat_history).values(
-            outbox_id=ctx.event.outbox_id,
-            user_id=p.user_id,
-            conversation_id=p.conversation_id,
-            role=p.role,
-            message=p.message,
-            created_at=utcnow(),
-        )
+    ctx.insert(  # batched with the other events of the consumer's batch
+        chat_history,
+        outbox_id=ctx.event.outbox_id,
+        user_id=p.user_id,
+        conversation_id=p.conversation_id,
+        role=p.role,
+        message=p.message,
     )

@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+FAUST_GLOBAL_FLAGS = ("--debug", "--no-debug", "--quiet", "-q", "--no-color", "--json")
+
+
 def run_worker(faust_args: list[str]) -> int:
     """A Faust worker (``faust -A outbox_app.app worker``); extra arguments go to Faust."""
     from .app import build_app
@@ -36,7 +39,10 @@ def run_worker(faust_args: list[str]) -> int:
     app = build_app(settings)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in faust_args):
         faust_args = ["-l", settings.log_level, *faust_args]
-    sys.argv = ["outbox-app", "worker", *faust_args]
+    # Faust's global options go before the command: `outbox-app worker --debug ...` works.
+    global_opts = [a for a in faust_args if a in FAUST_GLOBAL_FLAGS]
+    worker_opts = [a for a in faust_args if a not in FAUST_GLOBAL_FLAGS]
+    sys.argv = ["outbox-app", *global_opts, "worker", *worker_opts]
     app.main()
     return 0
 

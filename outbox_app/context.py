@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, insert
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -30,6 +33,27 @@ class Event:
         return f"{self.service}:{self.outbox_id}"
 
 
+class WriteBuffer:
+    """Inserts collected from many handlers and sent as one multi-row statement per
+    table: a batch of 500 events costs one round trip instead of 500."""
+
+    def __init__(self) -> None:
+        self._rows: defaultdict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(
+            list
+        )
+
+    def add(self, table: Table, values: dict[str, Any]) -> None:
+        self._rows[(table, tuple(sorted(values)))].append(values)
+
+    def flush(self, session: Session) -> None:
+        rows, self._rows = self._rows, defaultdict(list)
+        for (table, _), batch in rows.items():
+            session.execute(insert(table), batch)
+
+    def discard(self) -> None:
+        self._rows.clear()
+
+
 @dataclass
 class HandlerContext:
     """Passed to a handler. ``session`` is inside the transaction that holds the outbox
@@ -39,6 +63,13 @@ class HandlerContext:
     event: Event
     payload: Any
     registry: Registry = field(repr=False)
+    buffer: WriteBuffer = field(default_factory=WriteBuffer, repr=False)
+
+    def insert(self, table: Table, **values: Any) -> None:
+        """Insert a row in the handler's transaction, batched with other handlers'
+        inserts. Plain values only (column defaults apply); the row is not visible to
+        this handler's own queries: use ``session.execute`` when it must be."""
+        self.buffer.add(table, values)
 
     def publish(
         self, event_type: str, payload: Any, key: str | None = None, *, max_retry: int | None = None

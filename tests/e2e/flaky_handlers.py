@@ -1,0 +1,50 @@
+"""Handlers for failure tests: service ``flaky``. Loaded by test workers through
+OUTBOX_HANDLER_MODULES; their effects land in ``flaky_effects``."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
+
+from outbox_app import HandlerContext, default_registry, handler
+from outbox_app.schema import Timestamp, utcnow
+
+metadata = default_registry.add_metadata(MetaData())
+
+flaky_effects = Table(
+    "flaky_effects",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+
+def _effect(ctx: HandlerContext) -> None:
+    ctx.session.execute(
+        insert(flaky_effects).values(
+            outbox_id=ctx.event.outbox_id,
+            event_type=ctx.event.event_type,
+            attempt=ctx.event.attempt,
+            created_at=utcnow(),
+        )
+    )
+
+
+@handler("flaky.ok", service="flaky")
+def ok(ctx: HandlerContext) -> None:
+    _effect(ctx)
+
+
+@handler("flaky.twice", service="flaky")
+def fails_twice(ctx: HandlerContext) -> None:
+    _effect(ctx)  # written, then rolled back with the savepoint on attempts 1 and 2
+    if ctx.event.attempt < 3:
+        raise RuntimeError(f"transient failure on attempt {ctx.event.attempt}")
+
+
+@handler("flaky.always", service="flaky")
+def always_fails(ctx: HandlerContext) -> None:
+    _effect(ctx)
+    raise RuntimeError("this handler always fails")
