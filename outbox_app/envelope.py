@@ -57,6 +57,23 @@ def encode(row: OutboxRow) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]
     return key, value, headers
 
 
+_PAYLOAD_MARK = b',"payload":'
+
+
+def _head_only(value: bytes | str) -> Any:
+    """The envelope fields when only the spliced payload is broken (a row written
+    around ``publish()``): the consumer then sends that row dead instead of dropping
+    the record. Inside JSON strings quotes are escaped, so the first mark is ours."""
+    raw = value.encode() if isinstance(value, str) else value
+    cut = raw.find(_PAYLOAD_MARK)
+    if cut < 0:
+        return None
+    try:
+        return json.loads(raw[:cut] + b"}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def decode(value: bytes | str | None, service: str) -> Envelope:
     """Parse and check one record of ``service``'s topic; raises ``BadEnvelope``."""
     if value is None:
@@ -64,7 +81,9 @@ def decode(value: bytes | str | None, service: str) -> Envelope:
     try:
         data: Any = json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadEnvelope(f"not JSON: {exc}") from None
+        data = _head_only(value)
+        if data is None:
+            raise BadEnvelope(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadEnvelope("not a JSON object")
     if data.get("v") != VERSION:

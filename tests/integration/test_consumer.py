@@ -1,0 +1,168 @@
+"""The consume path of one batch, in process, on MariaDB and SQLite (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.orm import Session
+
+from outbox_app import HandlerContext, PermanentFailure, Registry, Status, publish
+from outbox_app.envelope import Envelope, decode, encode
+from outbox_app.runtime import Runtime
+from outbox_app.settings import Settings
+
+metadata = MetaData()
+effects = Table(
+    "consumer_effects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("note", String(32), nullable=False),
+)
+
+
+def build_registry() -> Registry:
+    reg = Registry()
+    reg.add_metadata(metadata)
+
+    @reg.handler("svc.ok", service="svc")
+    def ok(ctx: HandlerContext) -> None:
+        ctx.insert(effects, outbox_id=ctx.event.outbox_id, note="ok")
+
+    @reg.handler("svc.fail", service="svc")
+    def fail(ctx: HandlerContext) -> None:
+        ctx.insert(effects, outbox_id=ctx.event.outbox_id, note="must not stay")
+        raise ValueError(f"cannot handle {ctx.payload}")
+
+    @reg.handler("svc.permanent", service="svc")
+    def permanent(ctx: HandlerContext) -> None:
+        raise PermanentFailure("the referenced account was deleted")
+
+    @reg.handler("svc.chain", service="svc")
+    def chain(ctx: HandlerContext) -> None:
+        ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="chain"))
+        ctx.publish("svc.ok", {"from": ctx.event.outbox_id}, key=ctx.event.key)
+
+    reg.register_event("svc.retired", "svc")  # no handler any more
+    return reg
+
+
+@pytest.fixture
+def runtime(db_url: str) -> Iterator[Runtime]:
+    reg = build_registry()
+    settings = Settings(database_url=db_url, backoff_jitter=0.0, handler_modules=())
+    rt = Runtime(settings, reg, ["svc"])
+    asyncio.run(rt.start())
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def publish_rows(rt: Runtime, events: list[tuple[str, dict[str, object]]]) -> list[int]:
+    with Session(rt.engine) as session, session.begin():
+        return [publish(session, et, p, key="k", registry=rt.registry) for et, p in events]
+
+
+def envelopes(rt: Runtime, ids: list[int]) -> list[Envelope]:
+    store = rt.stores["svc"]
+    rows = [store.get(i) for i in ids]
+    return [decode(encode(r)[1], "svc") for r in rows if r is not None]
+
+
+def effect_notes(rt: Runtime) -> list[tuple[int, str]]:
+    with rt.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(effects.c.outbox_id, effects.c.note))]
+
+
+def consumer(rt: Runtime):  # type: ignore[no-untyped-def]
+    from outbox_app.consumer import ServiceConsumer
+
+    return ServiceConsumer(rt, "svc")
+
+
+def test_one_failing_handler_does_not_undo_the_others(runtime: Runtime) -> None:
+    ids = publish_rows(
+        runtime,
+        [("svc.ok", {}), ("svc.fail", {"n": 1}), ("svc.ok", {}), ("svc.permanent", {})],
+    )
+    ok1, failing, ok2, permanent = ids
+    out = consumer(runtime).process(envelopes(runtime, ids))
+    assert sorted(out.consumed) == [ok1, ok2]
+    assert list(out.failed) == [failing] and "ValueError: cannot handle" in out.failed[failing]
+    assert list(out.dead) == [permanent]
+    store = runtime.stores["svc"]
+    assert [store.get(i).status for i in ids] == [  # type: ignore[union-attr]
+        Status.CONSUMED,
+        Status.PENDING,
+        Status.CONSUMED,
+        Status.DEAD,
+    ]
+    row = store.get(failing)
+    assert row is not None and row.retry_count == 1 and row.last_error is not None
+    dead = store.get(permanent)
+    assert dead is not None and dead.last_error == (
+        "permanent failure: the referenced account was deleted"
+    )
+    assert sorted(effect_notes(runtime)) == [(ok1, "ok"), (ok2, "ok")]
+
+
+def test_duplicates_and_unknown_ids_are_skipped(runtime: Runtime) -> None:
+    (row_id,) = publish_rows(runtime, [("svc.ok", {})])
+    envs = envelopes(runtime, [row_id])
+    c = consumer(runtime)
+    first = c.process(envs + envs)  # the same envelope twice in one batch
+    assert first.consumed == [row_id] and first.duplicates == [row_id]
+    again = c.process(envs)  # redelivered after the commit
+    assert again.consumed == [] and again.duplicates == [row_id]
+    ghost = Envelope(987_654, "svc.ok", "svc", None, 1)
+    assert c.process([ghost]).unknown_ids == [987_654]
+    assert effect_notes(runtime) == [(row_id, "ok")]
+
+
+def test_unknown_event_type_and_bad_payload_go_dead(runtime: Runtime) -> None:
+    store = runtime.stores["svc"]
+    with runtime.engine.begin() as conn:
+        retired = store.add(
+            conn, event_type="svc.retired", payload_json="{}", key=None, max_retry=5
+        )
+        broken = store.add(
+            conn, event_type="svc.ok", payload_json="{not json", key=None, max_retry=5
+        )
+    out = consumer(runtime).process(envelopes(runtime, [retired, broken]))
+    assert out.dead[retired] == "unknown event type 'svc.retired' for service 'svc'"
+    assert out.dead[broken].startswith("undecodable payload")
+    assert store.get(retired).status is Status.DEAD  # type: ignore[union-attr]
+
+
+def test_a_handler_publishes_further_events_atomically(runtime: Runtime) -> None:
+    (chain,) = publish_rows(runtime, [("svc.chain", {})])
+    out = consumer(runtime).process(envelopes(runtime, [chain]))
+    assert out.consumed == [chain]
+    store = runtime.stores["svc"]
+    claim = store.claim_due(10, 30)
+    assert claim is not None and [r.event_type for r in claim.rows] == ["svc.ok"]
+    assert claim.rows[0].traceparent is not None
+    parent = store.get(chain)
+    assert parent is not None and parent.traceparent is not None
+    assert claim.rows[0].traceparent[3:35] == parent.traceparent[3:35]  # same trace id
+
+
+def test_failed_child_publish_rolls_back_with_its_handler(runtime: Runtime) -> None:
+    reg = runtime.registry
+
+    @reg.handler("svc.badchain", service="svc")
+    def bad(ctx: HandlerContext) -> None:
+        ctx.publish("svc.ok", {"ok": True})
+        ctx.publish("nobody.owns.this", {})
+
+    (row_id,) = publish_rows(runtime, [("svc.badchain", {})])
+    out = consumer(runtime).process(envelopes(runtime, [row_id]))
+    assert row_id in out.failed and "unknown event type 'nobody.owns.this'" in out.failed[row_id]
+    with runtime.engine.connect() as conn:
+        table = runtime.stores["svc"].table
+        count = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    assert count == 1  # the first child was rolled back with the savepoint
