@@ -56,10 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="command")
     sub.add_parser("worker", help="run a Faust worker (options are passed to Faust)")
 
+    p = sub.add_parser(
+        "dev",
+        help="run everything locally: SQLite and an embedded broker unless configured",
+    )
+    p.add_argument(
+        "--demo-rate",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="publish realistic demo traffic at about N events/s",
+    )
+    p.add_argument("--web-port", type=int, default=None, help="web view port (OUTBOX_WEB_PORT)")
+    p.set_defaults(func=cmd_dev)
+
     from . import cli_ops
 
     cli_ops.add_commands(sub)
     return parser
+
+
+def cmd_dev(ns: argparse.Namespace) -> int:
+    from .dev import DevRun
+
+    port = ns.web_port or Settings.from_env().web_port
+    return DevRun(demo_rate=ns.demo_rate, web_port=port).run()
 
 
 if __name__ == "__main__":

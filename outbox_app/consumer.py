@@ -238,7 +238,7 @@ class ServiceConsumer:
             out.failed[row.id] = _short(exc)
             log.warning("consumer %s: handler failed for %s: %s", self.service, where, _short(exc))
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
             buffer.discard()
             out.failed[row.id] = f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -276,9 +276,7 @@ class ServiceConsumer:
             if isinstance(r, BaseException)
         }
         for row_id, reason in failed.items():
-            log.warning(
-                "consumer %s: remote work failed for outbox id %d: %s", self.service, row_id, reason
-            )
+            log.warning("consumer %s: outbox id %d: %s", self.service, row_id, reason)
         if ok:
             await self.rt.executor.run(self.store.mark_consumed, ok)
             outcome.consumed.extend(ok)

@@ -55,5 +55,5 @@ class Maintenance:
             return
         try:
             await self.run_once()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the timer must keep running
             log.warning("maintenance: round failed: %s: %s", type(exc).__name__, exc)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .envelope import encode
-from .errors import DatabaseUnavailable
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class Relay:
             key, value, headers = encode(row)
             try:
                 futures.append((row.id, await self.send(self.topic, key, value, headers)))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - broker unreachable: fail the rest too
                 reason = f"publish to {self.topic} failed: {type(exc).__name__}: {exc}"
                 errors.update({r.id: reason for r in rows[i:]})
                 break
@@ -111,7 +110,7 @@ class Relay:
             if self._failing:
                 self._failing = False
                 log.info("relay %s: recovered", self.service)
-        except (DatabaseUnavailable, TimeoutError, Exception) as exc:
+        except Exception as exc:  # noqa: BLE001 - the timer must survive anything
             # The timer must survive anything: the rows stay in the database.
             if not self._failing:
                 log.warning("relay %s: round failed: %s: %s", self.service, type(exc).__name__, exc)

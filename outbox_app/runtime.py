@@ -46,7 +46,7 @@ class Runtime:
                     create_schema, self.engine, self.registry.routes(), self.registry.metadata
                 )
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the database may still be starting
                 log.warning(
                     "outbox: database %s not ready (%s); retrying in %.1fs",
                     self.settings.safe_database_url,

@@ -155,7 +155,7 @@ class Settings:
             raise ConfigurationError("OUTBOX_MAX_RETRY must be at least 1")
         try:
             make_url(self.database_url)
-        except Exception:
+        except Exception:  # noqa: BLE001 - never echo the URL: it may hold a password
             raise ConfigurationError(
                 "OUTBOX_DATABASE_URL is not a valid SQLAlchemy URL (value hidden: it may hold "
                 "a password)"
@@ -196,7 +196,7 @@ class Settings:
 def mask_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return "<invalid url>"
 
 
