@@ -115,7 +115,11 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
             value_serializer="raw",
         )
         consumer = ServiceConsumer(runtime, service)
-        app.agent(topic, name=f"outbox.consume.{service}")(consumer.agent)  # type: ignore[arg-type]
+        # One actor per partition: partitions are consumed in parallel (one database
+        # transaction each at a time), and a key, which keeps its partition, keeps its order.
+        app.agent(topic, name=f"outbox.consume.{service}", isolated_partitions=True)(
+            consumer.agent  # type: ignore[arg-type]
+        )
         relay = Relay(runtime, service, send)
         app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
 

@@ -70,10 +70,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web-port", type=int, default=None, help="web view port (OUTBOX_WEB_PORT)")
     p.set_defaults(func=cmd_dev)
 
+    p = sub.add_parser("bench", help="measure throughput and latency; prints one BENCH line")
+    p.add_argument("--n", type=int, default=50_000, help="drain backlog size (default 50000)")
+    p.add_argument(
+        "--write-tx",
+        type=int,
+        default=2_000,
+        help="business transactions in the write phase (default 2000)",
+    )
+    p.add_argument("--live-rate", type=float, default=500.0, help="events/s in the live phase")
+    p.add_argument("--live-seconds", type=float, default=30.0, help="length of the live phase")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--database-url", help="default: a fresh MariaDB database on 127.0.0.1:3306")
+    p.add_argument("--broker-url", help="default: a Tansu broker started for the run")
+    p.add_argument("--json", dest="json_path", metavar="PATH", help="also write the figures here")
+    p.set_defaults(func=cmd_bench)
+
     from . import cli_ops
 
     cli_ops.add_commands(sub)
     return parser
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from .bench import BenchConfig, run_bench
+
+    if ns.n < 1 or ns.workers < 1 or ns.live_rate < 0 or ns.live_seconds < 0:
+        raise OutboxError("--n and --workers must be at least 1; rates and times not negative")
+    result = run_bench(
+        BenchConfig(
+            n=ns.n,
+            write_tx=ns.write_tx,
+            live_rate=ns.live_rate,
+            live_seconds=ns.live_seconds,
+            workers=ns.workers,
+            database_url=ns.database_url,
+            broker_url=ns.broker_url,
+            json_path=ns.json_path,
+        )
+    )
+    return 0 if result.lost == 0 and result.doubled == 0 else 1
 
 
 def cmd_dev(ns: argparse.Namespace) -> int:

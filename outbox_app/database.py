@@ -33,7 +33,8 @@ def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
             isolation_level="READ COMMITTED",
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip per transaction. A dropped connection
+            # fails its transaction, is invalidated, and the caller's retry reconnects.
             pool_recycle=3600,
             **kwargs,
         )

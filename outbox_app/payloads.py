@@ -4,6 +4,7 @@ what is consumed, and the error names the field that was wrong."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -33,8 +34,7 @@ def coerce(payload_type: type | None, data: Any) -> Any:
         return data
     if not isinstance(data, dict):
         raise ValueError(f"payload must be a JSON object, got {_kind(data)}")
-    hints = typing.get_type_hints(payload_type)
-    known = {f.name: f for f in dataclasses.fields(payload_type) if f.init}
+    hints, known = _fields(payload_type)
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
@@ -50,6 +50,13 @@ def coerce(payload_type: type | None, data: Any) -> Any:
                 f"got {_kind(data[name])}"
             )
     return payload_type(**data)
+
+
+@functools.cache
+def _fields(payload_type: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    # get_type_hints resolves string annotations: costly, so once per type.
+    known = {f.name: f for f in dataclasses.fields(payload_type) if f.init}
+    return typing.get_type_hints(payload_type), known
 
 
 def _matches(hint: Any, value: Any) -> bool:

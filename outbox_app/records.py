@@ -39,8 +39,10 @@ class OutboxRow:
 
     @classmethod
     def from_row(cls, row: Any) -> OutboxRow:
-        m = row._mapping
-        return cls(**{**{k: m[k] for k in cls.__dataclass_fields__}, "status": Status(m["status"])})
+        """From a row of ``select(table)``, whose columns are in this record's order."""
+        values = list(row)
+        values[6] = Status(values[6])
+        return cls(*values)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

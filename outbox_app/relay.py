@@ -27,6 +27,8 @@ class Relay:
         self.send = send
         self._announced = False
         self._failing = False
+        self._pause = 0.0  # current idle back-off, between the two relay intervals
+        self._next_poll = 0.0
 
     async def run_once(self) -> int:
         """One round: returns how many rows were claimed (published or not)."""
@@ -90,9 +92,11 @@ class Relay:
         return errors
 
     async def tick(self) -> None:
-        """Called by the Faust timer: go again at once while batches come back full."""
+        """Called by the Faust timer every ``relay_interval``: goes again at once while
+        batches come back full, and polls less often (up to ``relay_idle_interval``)
+        while there is nothing to publish."""
         rt = self.rt
-        if not rt.ready.is_set():
+        if not rt.ready.is_set() or time.monotonic() < self._next_poll:
             return
         if not self._announced:
             self._announced = True
@@ -104,14 +108,22 @@ class Relay:
                 rt.settings.relay_batch,
                 rt.settings.claim_lease,
             )
+        claimed = 0
         try:
-            while await self.run_once() >= rt.settings.relay_batch:
-                pass
+            while (n := await self.run_once()) >= rt.settings.relay_batch:
+                claimed += n
+            claimed += n
             if self._failing:
                 self._failing = False
                 log.info("relay %s: recovered", self.service)
         except Exception as exc:  # noqa: BLE001 - the timer must survive anything
-            # The timer must survive anything: the rows stay in the database.
+            # The rows stay in the database: a later round publishes them.
             if not self._failing:
                 log.warning("relay %s: round failed: %s: %s", self.service, type(exc).__name__, exc)
             self._failing = True
+        s = rt.settings
+        if claimed:
+            self._pause = 0.0
+        else:
+            self._pause = min(max(self._pause * 2, s.relay_interval), s.relay_idle_interval)
+        self._next_poll = time.monotonic() + self._pause

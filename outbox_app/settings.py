@@ -93,7 +93,16 @@ class Settings:
         "OUTBOX_BACKOFF_JITTER", 0.2, "random extra backoff, as a fraction of the delay", float
     )
     relay_interval: float = _setting(
-        "OUTBOX_RELAY_INTERVAL", 0.1, "seconds between relay rounds when idle", parse_duration
+        "OUTBOX_RELAY_INTERVAL",
+        0.01,
+        "seconds between relay polls while rows keep coming",
+        parse_duration,
+    )
+    relay_idle_interval: float = _setting(
+        "OUTBOX_RELAY_IDLE_INTERVAL",
+        0.2,
+        "longest pause between relay polls when idle (the pause doubles up to it)",
+        parse_duration,
     )
     relay_batch: int = _setting("OUTBOX_RELAY_BATCH", 500, "rows claimed per relay round", int)
     claim_lease: float = _setting(

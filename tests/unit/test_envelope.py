@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 import pytest
@@ -52,6 +53,7 @@ def test_encode_carries_identity_payload_and_cloudevents_headers():
     assert h["ce_source"] == b"outbox/agent" and h["ce_specversion"] == b"1.0"
     trace = h["traceparent"].decode()
     assert trace[3:35] == TRACE[3:35] and trace != TRACE  # same trace, new span
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", trace)
 
 
 def test_round_trip():
