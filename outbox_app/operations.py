@@ -1,8 +1,14 @@
 """Operator actions shared by the CLI and the web view: stats, dead letters, requeue,
-purge. Blocking; the web view runs them through the database executor."""
+purge. Blocking; the web view runs them through the database executor.
+
+Inputs are checked here, once for both front ends: a bad one raises ``OutboxError``
+with a message naming what was wrong (the CLI exits 2 with it, the web answers 400).
+The documents returned are the ones both ``--json`` and the JSON endpoints print.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +22,11 @@ from .registry import Registry, default_registry
 from .schema import create_schema
 from .settings import Settings
 from .store import OutboxStore
+
+MAX_PAGE = 500  # rows per dead-letter page
+MAX_OFFSET = 10_000_000
+MAX_IDS = 1000  # ids per requeue request
+MAX_PURGE_BATCH = 100_000
 
 
 @dataclass
@@ -39,12 +50,29 @@ class Operations:
         names = registry.services if services is None else list(services)
         return cls(registry, {s: OutboxStore(engine, registry.route(s)) for s in names})
 
+    @property
+    def services(self) -> list[str]:
+        return sorted(self.stores)
+
     def store(self, service: str) -> OutboxStore:
         if service not in self.stores:
             self.registry.route(service)  # raises UnknownService naming the known ones
-            raise OutboxError(f"service {service!r} is not served here")
+            raise OutboxError(
+                f"service {service!r} is not served here; served: {', '.join(self.services)}"
+            )
         return self.stores[service]
 
+    def check_event_type(self, event_type: str, service: str | None = None) -> str:
+        """The service owning ``event_type``; refuses one of another service."""
+        owner = self.registry.owner(event_type)  # raises UnknownEventType
+        if service is not None and owner != service:
+            raise OutboxError(
+                f"event type {event_type!r} belongs to service {owner!r}, not {service!r}"
+            )
+        self.store(owner)
+        return owner
+
+    # -- reading -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """The document of ``outbox-app stats --json`` and ``GET /outbox/stats/``."""
         return {"services": {name: s.counts().as_dict() for name, s in self.stores.items()}}
@@ -52,28 +80,122 @@ class Operations:
     def dead(
         self, service: str, limit: int = 50, offset: int = 0, event_type: str | None = None
     ) -> list[OutboxRow]:
+        check_page(limit, offset)
+        if event_type is not None:
+            self.check_event_type(event_type, service)
         return self.store(service).list_by_status(
             Status.DEAD, limit=limit, offset=offset, event_type=event_type
         )
 
+    def dead_page(
+        self, service: str, limit: int = 50, offset: int = 0, event_type: str | None = None
+    ) -> dict[str, Any]:
+        """One page of dead letters, newest first; one extra row tells if more follow."""
+        check_page(limit, offset)
+        store = self.store(service)
+        if event_type is not None:
+            self.check_event_type(event_type, service)
+        rows = store.list_by_status(
+            Status.DEAD, limit=limit + 1, offset=offset, event_type=event_type
+        )
+        more = len(rows) > limit
+        return {
+            "service": service,
+            "event_type": event_type,
+            "limit": limit,
+            "offset": offset,
+            "items": [row_document(r) for r in rows[:limit]],
+            "next_offset": offset + limit if more else None,
+        }
+
     def message(self, service: str, outbox_id: int) -> OutboxRow | None:
+        check_id(outbox_id)
         return self.store(service).get(outbox_id)
 
+    # -- changing ------------------------------------------------------------------------
     def requeue(
         self,
         service: str,
         ids: Sequence[int] | None = None,
         event_type: str | None = None,
     ) -> list[int]:
-        if event_type is not None and self.registry.owner(event_type) != service:
-            raise OutboxError(
-                f"event type {event_type!r} belongs to service "
-                f"{self.registry.owner(event_type)!r}, not {service!r}"
-            )
-        return self.store(service).requeue_dead(ids, event_type)
+        """dead -> pending for the given ids, or every dead row of the event type, or (with
+        neither) every dead row of the service. Returns the ids requeued."""
+        store = self.store(service)
+        if event_type is not None:
+            self.check_event_type(event_type, service)
+        if ids is not None:
+            if not ids:
+                raise OutboxError("no ids given to requeue")
+            if len(ids) > MAX_IDS:
+                raise OutboxError(f"at most {MAX_IDS} ids per requeue, got {len(ids)}")
+            for i in ids:
+                check_id(i)
+        return store.requeue_dead(ids, event_type)
 
-    def purge(self, older_than_s: float, batch: int, dry_run: bool) -> dict[str, int]:
+    def requeue_document(
+        self, service: str, ids: Sequence[int] | None = None, event_type: str | None = None
+    ) -> dict[str, Any]:
+        done = self.requeue(service, ids, event_type)
+        doc: dict[str, Any] = {"service": service, "requeued": done, "count": len(done)}
+        if ids is not None:
+            # Ids that were not dead (already requeued, consumed, or unknown) are left alone.
+            doc["skipped"] = sorted(set(ids) - set(done))
+        return doc
+
+    def purge(
+        self,
+        older_than_s: float,
+        batch: int,
+        dry_run: bool,
+        services: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Consumed rows older than the age, per service: deleted, or counted (dry run)."""
+        if older_than_s <= 0:
+            raise OutboxError("the age to purge must be greater than 0 (e.g. 7d)")
+        if not 1 <= batch <= MAX_PURGE_BATCH:
+            raise OutboxError(f"the purge batch must be between 1 and {MAX_PURGE_BATCH}")
+        names = self.services if services is None else list(services)
+        stores = [self.store(n) for n in names]
         return {
-            name: s.purge_consumed(older_than_s, batch, dry_run=dry_run)
-            for name, s in self.stores.items()
+            s.route.service: s.purge_consumed(older_than_s, batch, dry_run=dry_run) for s in stores
         }
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise OutboxError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise OutboxError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+
+
+def check_id(outbox_id: int) -> None:
+    # bool is an int subclass: a JSON ``true`` must not pass as id 1.
+    if isinstance(outbox_id, bool) or not isinstance(outbox_id, int) or outbox_id < 1:
+        raise OutboxError(f"an outbox id is a positive integer, got {outbox_id!r}")
+
+
+def row_document(row: OutboxRow) -> dict[str, Any]:
+    """One outbox row as operators see it: the payload decoded when it is JSON."""
+    try:
+        payload: Any = json.loads(row.payload)
+    except ValueError:
+        payload = row.payload  # kept as text: it is what made the row dead, often
+    times = row.as_dict()
+    return {
+        "id": row.id,
+        "service": row.service_name,
+        "event_type": row.event_type,
+        "key": row.message_key,
+        "status": row.status.value,
+        "attempts": row.retry_count,
+        "max_retry": row.max_retry,
+        "last_error": row.last_error,
+        "payload": payload,
+        "topic": row.topic,
+        "traceparent": row.traceparent,
+        **{
+            k: times[k]
+            for k in ("created_at", "updated_at", "published_at", "consumed_at", "next_retry_at")
+        },
+    }

@@ -128,16 +128,25 @@ def business_events(n_users: int = 20) -> list[tuple[str, Any, str | None]]:
         events.append(
             (
                 "chat_history.persist",
-                {"user_id": i % n_users, "conversation_id": conv, "role": "user", "message": f"m{i}"},
+                {
+                    "user_id": i % n_users,
+                    "conversation_id": conv,
+                    "role": "user",
+                    "message": f"m{i}",
+                },
                 conv,
             )
         )
     for i in range(600):
         user = i % n_users
-        events.append(("memory.upsert", {"user_id": user, "key": f"k{i % 5}", "value": str(i)}, str(user)))
+        events.append(
+            ("memory.upsert", {"user_id": user, "key": f"k{i % 5}", "value": str(i)}, str(user))
+        )
     for i in range(500):
         user = i % n_users
-        events.append(("task.created", {"task_id": f"t-{i}", "user_id": user, "title": f"T{i}"}, str(user)))
+        events.append(
+            ("task.created", {"task_id": f"t-{i}", "user_id": user, "title": f"T{i}"}, str(user))
+        )
         if i < 200:
             events.append(("task.completed", {"task_id": f"t-{i}", "user_id": user}, str(user)))
     for i in range(100):
@@ -155,7 +164,11 @@ def business_events(n_users: int = 20) -> list[tuple[str, Any, str | None]]:
         )
     for i in range(400):
         events.append(
-            ("notification.requested", {"user_id": i % n_users, "title": "hi", "body": f"n{i}"}, None)
+            (
+                "notification.requested",
+                {"user_id": i % n_users, "title": "hi", "body": f"n{i}"},
+                None,
+            )
         )
     return events
 
@@ -167,8 +180,13 @@ def test_3000_events_over_five_services_take_effect_exactly_once(stack: Stack) -
         events = business_events()
         for i in range(0, len(events), 100):
             publish_many(stack.engine, events[i : i + 100])
-        expected = {"agent": 1000, "memory": 600, "task": 900, "active_scheduler": 100,
-                    "notification": 600}
+        expected = {
+            "agent": 1000,
+            "memory": 600,
+            "task": 900,
+            "active_scheduler": 100,
+            "notification": 600,
+        }
         try:
             wait_for(
                 lambda: all(all_consumed(stack.engine, s, n) for s, n in expected.items()),
@@ -261,7 +279,12 @@ def chat_events(start: int, n: int) -> list[tuple[str, Any, str | None]]:
     return [
         (
             "chat_history.persist",
-            {"user_id": i, "conversation_id": f"c-{i % 37}", "role": "assistant", "message": str(i)},
+            {
+                "user_id": i,
+                "conversation_id": f"c-{i % 37}",
+                "role": "assistant",
+                "message": str(i),
+            },
             f"c-{i % 37}",
         )
         for i in range(start, start + n)
@@ -271,8 +294,9 @@ def chat_events(start: int, n: int) -> list[tuple[str, Any, str | None]]:
 def assert_exactly_once(stack: Stack, total: int) -> None:
     e = stack.engine
     doubled = scalar(
-        e, "SELECT COUNT(*) FROM (SELECT outbox_id FROM chat_history GROUP BY outbox_id "
-        "HAVING COUNT(*) > 1) d"
+        e,
+        "SELECT COUNT(*) FROM (SELECT outbox_id FROM chat_history GROUP BY outbox_id "
+        "HAVING COUNT(*) > 1) d",
     )
     assert doubled == 0
     assert scalar(e, "SELECT COUNT(*) FROM chat_history") == total
@@ -286,8 +310,9 @@ def test_two_workers_on_one_service_never_publish_a_row_twice(stack: Stack) -> N
     stack.worker("agent", OUTBOX_RELAY_BATCH="100")
     stack.worker("agent", OUTBOX_RELAY_BATCH="100")
     try:
-        wait_for(lambda: all_consumed(stack.engine, "agent", total), 120, "all consumed",
-                 interval=0.5)
+        wait_for(
+            lambda: all_consumed(stack.engine, "agent", total), 120, "all consumed", interval=0.5
+        )
     except AssertionError:
         print(status_counts(stack.engine, "agent"), stack.logs())
         raise
@@ -324,8 +349,9 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(stack: Stack) -> Non
         producer.join()
         stop.set()
     try:
-        wait_for(lambda: all_consumed(stack.engine, "agent", total), 120, "all consumed",
-                 interval=0.5)
+        wait_for(
+            lambda: all_consumed(stack.engine, "agent", total), 120, "all consumed", interval=0.5
+        )
     except AssertionError:
         print(status_counts(stack.engine, "agent"), stack.logs())
         raise
@@ -338,8 +364,10 @@ def test_webhook_down_for_a_while_then_every_notification_arrives(stack: Stack) 
         stack.worker("notification", OUTBOX_NOTIFICATION_WEBHOOK_URL=hook.url)
         ids = publish_many(
             stack.engine,
-            [("notification.requested", {"user_id": i, "title": "t", "body": "b"}, str(i))
-             for i in range(40)],
+            [
+                ("notification.requested", {"user_id": i, "title": "t", "body": "b"}, str(i))
+                for i in range(40)
+            ],
         )
         wait_for(lambda: hook.refused >= 40, 60, "every first delivery to be refused")
         hook.down = False

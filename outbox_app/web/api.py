@@ -1,0 +1,125 @@
+"""What the outbox endpoints do, apart from HTTP plumbing: each method takes the
+request's inputs and returns a JSON document or raises ``ApiError``.
+
+Database work runs through the runtime's executor, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ..errors import DatabaseUnavailable, OutboxError
+from ..operations import Operations, row_document
+from ..runtime import Runtime
+from . import params, prom
+from .auth import AdminGate
+from .sampler import StatsSampler
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WebApi:
+    def __init__(self, runtime: Runtime, app_id: str) -> None:
+        self.rt = runtime
+        self.app_id = app_id
+        # The worker's own stores: the web view serves the services this worker owns.
+        self.ops = Operations(runtime.registry, {s: runtime.stores[s] for s in runtime.services})
+        self.gate = AdminGate(runtime.settings.admin_token)
+        prom.prime(runtime.metrics, self.ops.services)
+        self.sampler = StatsSampler(
+            lambda: self._db(self.ops.stats),
+            on_sample=lambda stats: prom.update_gauges(runtime.metrics, stats),
+        )
+
+    async def _db(self, func: Callable[..., T], *args: Any) -> T:
+        if not self.rt.ready.is_set():
+            raise params.ApiError(503, "the worker is starting: the database is not ready yet")
+        try:
+            return await self.rt.executor.run(func, *args)
+        except DatabaseUnavailable:
+            raise params.ApiError(503, "the database is unavailable; see the worker log") from None
+        except OutboxError as exc:  # unknown service or event type, bad input
+            raise params.bad(str(exc)) from None
+
+    # -- reading -------------------------------------------------------------------------
+    async def stats(self) -> dict[str, Any]:
+        return (await self.sampler.latest()).stats
+
+    async def series(self, query: Mapping[str, str]) -> dict[str, Any]:
+        since = params.query_float(query, "since", 0.0)
+        latest = await self.sampler.latest(max_age_s=1.0)
+        return {
+            "now": round(latest.t, 3),
+            "stats": latest.stats,
+            "points": self.sampler.points(since),
+        }
+
+    async def dead(self, query: Mapping[str, str]) -> dict[str, Any]:
+        limit, offset = params.page(query)
+        service = self._service(params.query_str(query, "service"))
+        event_type = params.query_str(query, "event_type")
+        return await self._db(self.ops.dead_page, service, limit, offset, event_type)
+
+    async def message(self, service: str, raw_id: str) -> dict[str, Any]:
+        outbox_id = params.outbox_id(raw_id)
+        service = self._service(service)
+        row = await self._db(self.ops.message, service, outbox_id)
+        if row is None:
+            raise params.ApiError(404, f"no outbox row {outbox_id} in service {service!r}")
+        return row_document(row)
+
+    # -- changing ------------------------------------------------------------------------
+    async def requeue(
+        self, headers: Mapping[str, str], body: bytes, remote: str | None
+    ) -> dict[str, Any]:
+        self.gate.check(headers, remote)  # before reading anything else from the caller
+        req = params.requeue_request(body)
+        service = req.service
+        if service is None:
+            assert req.event_type is not None  # requeue_request demands one of the two
+            service = await self._db(self.ops.check_event_type, req.event_type)
+        service = self._service(service)
+        doc = await self._db(self.ops.requeue_document, service, req.ids, req.event_type)
+        log.info(
+            "web: requeue of service %s by %s (%s): %d row(s)",
+            service,
+            remote or "?",
+            "ids" if req.ids is not None else req.event_type or "all dead",
+            doc["count"],
+        )
+        return doc
+
+    # -- prometheus ----------------------------------------------------------------------
+    async def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        try:
+            await self.sampler.latest(max_age_s=1.0)
+        except params.ApiError as exc:
+            log.warning("web: /metrics without row gauges: %s", exc.message)
+            prom.forget_gauges(self.rt.metrics)
+        return prom.render(self.rt.metrics, accept)
+
+    # -- helpers -------------------------------------------------------------------------
+    def page_config(self) -> dict[str, Any]:
+        """What the dashboard needs to know up front; nothing secret."""
+        return {
+            "app_id": self.app_id,
+            "services": self.ops.services,
+            "event_types": {s: self.rt.registry.event_types(s) for s in self.ops.services},
+            "admin_enabled": self.gate.enabled,
+        }
+
+    def _service(self, service: str | None) -> str:
+        served = self.ops.services
+        if service is None:
+            if len(served) == 1:
+                return served[0]
+            raise params.bad(f"service is required; served here: {', '.join(served)}")
+        if service not in served:
+            known = self.rt.registry.services
+            where = "unknown service" if service not in known else "service not served here"
+            raise params.bad(f"{where} {service!r}; served here: {', '.join(served)}")
+        return service

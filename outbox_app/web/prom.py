@@ -1,0 +1,54 @@
+"""``/metrics``: the worker's Prometheus registry, with the row gauges refreshed from
+the database at scrape time (counters and histograms are kept as events happen)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+
+from ..metrics import Metrics
+from ..records import Status
+
+
+def prime(metrics: Metrics, services: list[str]) -> None:
+    """Create each served service's series at zero, so a scrape shows them before their
+    first event and ``rate()`` does not miss the first increments."""
+    per_service = (
+        metrics.published,
+        metrics.publish_failures,
+        metrics.consumed,
+        metrics.handler_failures,
+        metrics.dead,
+        metrics.duplicates,
+        metrics.poison,
+        metrics.recovered,
+        metrics.purged,
+        metrics.relay_batch,
+        metrics.publish_latency,
+        metrics.end_to_end,
+    )
+    for service in services:
+        for metric in per_service:
+            metric.labels(service)
+
+
+def update_gauges(metrics: Metrics, stats: dict[str, Any]) -> None:
+    for service, counts in stats["services"].items():
+        for status in Status:
+            metrics.rows.labels(service, status.value).set(counts[status.value])
+        age = counts["oldest_pending_age_s"]
+        metrics.oldest_pending.labels(service).set(0.0 if age is None else age)
+
+
+def forget_gauges(metrics: Metrics) -> None:
+    """Drop the row gauges when the database cannot be read: absent series make
+    alerts fire, stale numbers would quietly claim all is well."""
+    metrics.rows.clear()
+    metrics.oldest_pending.clear()
+
+
+def render(metrics: Metrics, accept: str | None) -> tuple[bytes, str]:
+    """The exposition the scraper asked for (``Accept``): OpenMetrics or Prometheus text."""
+    encode, content_type = choose_encoder(accept or "")
+    return encode(metrics.registry), content_type
