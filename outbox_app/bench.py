@@ -371,7 +371,7 @@ class Bench:
         app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
         started = time.monotonic()
         for k in range(self.cfg.workers):
-            env = {key: v for key, v in os.environ.items() if not key.startswith("OUTBOX_")}
+            env = dict(os.environ)  # OUTBOX_* tuning passes through; these are the bench's
             env.update(
                 OUTBOX_DATABASE_URL=url,
                 OUTBOX_BROKER_URL=broker_url,

@@ -61,15 +61,16 @@ _PAYLOAD_MARK = b',"payload":'
 
 
 def _head_only(value: bytes | str) -> Any:
-    """The envelope fields when only the spliced payload is broken (a row written
-    around ``publish()``): the consumer then sends that row dead instead of dropping
-    the record. Inside JSON strings quotes are escaped, so the first mark is ours."""
+    """The envelope fields without the spliced payload, which the consumer does not need
+    (and which may be broken in a row written around ``publish()``: that row then goes
+    dead instead of its record being dropped). Inside JSON strings quotes are escaped,
+    so the first mark is ours; None when there is no mark or the head is not JSON."""
     raw = value.encode() if isinstance(value, str) else value
     cut = raw.find(_PAYLOAD_MARK)
     if cut < 0:
         return None
     try:
-        return json.loads(raw[:cut] + b"}")
+        return json.loads((raw[:cut] + b"}").decode())
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -78,11 +79,12 @@ def decode(value: bytes | str | None, service: str) -> Envelope:
     """Parse and check one record of ``service``'s topic; raises ``BadEnvelope``."""
     if value is None:
         raise BadEnvelope("empty record")
-    try:
-        data: Any = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        data = _head_only(value)
-        if data is None:
+    # The consumer runs the handler on the stored row, so the payload need not be parsed.
+    data: Any = _head_only(value)
+    if data is None:
+        try:
+            data = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise BadEnvelope(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadEnvelope("not a JSON object")
