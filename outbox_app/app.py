@@ -94,7 +94,7 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         broker_request_timeout=max(30.0, settings.session_timeout * 2),
         broker_commit_interval=1.0,
         producer_request_timeout=max(5.0, min(15.0, settings.claim_lease / 2)),
-        producer_linger=0.005,
+        producer_linger=0.0,  # the relay sends a batch at once: batching happens anyway
         producer_max_batch_size=256 * 1024,
         producer_acks=-1,
         stream_wait_empty=False,

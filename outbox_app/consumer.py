@@ -172,10 +172,11 @@ class ServiceConsumer:
         ]
         if out.unknown_ids:
             log.warning(
-                "consumer %s: no outbox row for id(s) %s in table %s; acknowledged",
+                "consumer %s: no outbox row for %d id(s) in table %s (%s); acknowledged",
                 self.service,
-                out.unknown_ids,
+                len(out.unknown_ids),
                 self.store.route.table,
+                _id_list(out.unknown_ids),
             )
         return out
 
@@ -295,6 +296,11 @@ class ServiceConsumer:
         hist = m.end_to_end.labels(s)
         for latency in out.latencies:
             hist.observe(latency)
+
+
+def _id_list(ids: list[int], shown: int = 10) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return "ids " + ", ".join(map(str, ids[:shown])) + more
 
 
 def _short(exc: BaseException) -> str:

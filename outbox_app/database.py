@@ -87,6 +87,10 @@ class DatabaseExecutor:
         call = functools.partial(func, *args, **kwargs)
         try:
             return await loop.run_in_executor(self._pool, call)
+        except RuntimeError as exc:
+            if "after shutdown" in str(exc):  # a web request racing the worker's stop
+                raise DatabaseUnavailable("the worker is shutting down") from None
+            raise
         except DBAPIError as exc:
             if exc.connection_invalidated or _is_connection_error(exc):
                 raise DatabaseUnavailable(str(exc.orig)) from exc

@@ -93,8 +93,8 @@ class Relay:
 
     async def tick(self) -> None:
         """Called by the Faust timer every ``relay_interval``: goes again at once while
-        batches come back full, and polls less often (up to ``relay_idle_interval``)
-        while there is nothing to publish."""
+        rows keep coming (a full batch, or new rows committed during the round), and
+        polls less often (up to ``relay_idle_interval``) while there is nothing to do."""
         rt = self.rt
         if not rt.ready.is_set() or time.monotonic() < self._next_poll:
             return
@@ -110,9 +110,8 @@ class Relay:
             )
         claimed = 0
         try:
-            while (n := await self.run_once()) >= rt.settings.relay_batch:
+            while (n := await self.run_once()) > 0:
                 claimed += n
-            claimed += n
             if self._failing:
                 self._failing = False
                 log.info("relay %s: recovered", self.service)

@@ -1,0 +1,134 @@
+"""The relay in process, against MariaDB and SQLite, with a recording sender in place of
+the broker (the end-to-end tests use the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from outbox_app import Registry, Status, publish
+from outbox_app.runtime import Runtime
+from outbox_app.settings import Settings
+
+
+class Sender:
+    """Acks every record, or fails the ones it is told to, like a broker would."""
+
+    def __init__(self, fail_ids: set[int] | None = None, refuse_after: int | None = None) -> None:
+        self.sent: list[tuple[str, bytes | None, dict[str, Any], dict[str, bytes]]] = []
+        self.fail_ids = fail_ids or set()
+        self.refuse_after = refuse_after
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
+            raise ConnectionError("broker unreachable")
+        doc = json.loads(value)
+        self.sent.append((topic, key, doc, dict(headers)))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if doc["outbox_id"] in self.fail_ids:
+            fut.set_exception(RuntimeError("NotLeaderForPartition"))
+        else:
+            fut.set_result(None)
+        return fut
+
+
+@pytest.fixture
+def runtime(db_url: str) -> Iterator[Runtime]:
+    reg = Registry()
+    reg.register_event("chat.persist", "agent")
+    settings = Settings(database_url=db_url, relay_batch=10, backoff_jitter=0.0, handler_modules=())
+    rt = Runtime(settings, reg, ["agent"])
+    asyncio.run(rt.start())
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def add(rt: Runtime, n: int) -> list[int]:
+    with Session(rt.engine) as session, session.begin():
+        return [
+            publish(session, "chat.persist", {"i": i}, key=f"k{i % 3}", registry=rt.registry)
+            for i in range(n)
+        ]
+
+
+def relay(rt: Runtime, sender: Sender):  # type: ignore[no-untyped-def]
+    from outbox_app.relay import Relay
+
+    return Relay(rt, "agent", sender)
+
+
+def test_run_once_publishes_with_keys_and_marks_published(runtime: Runtime) -> None:
+    ids = add(runtime, 4)
+    sender = Sender()
+    assert asyncio.run(relay(runtime, sender).run_once()) == 4
+    assert [doc["outbox_id"] for _, _, doc, _ in sender.sent] == ids
+    topic, key, doc, headers = sender.sent[0]
+    assert topic == "outbox.agent" and key == b"k0" and doc["payload"] == {"i": 0}
+    assert headers["ce_id"] == f"agent:{ids[0]}".encode()
+    store = runtime.stores["agent"]
+    assert all(store.get(i).status is Status.PUBLISHED for i in ids)  # type: ignore[union-attr]
+    assert asyncio.run(relay(runtime, sender).run_once()) == 0
+
+
+def test_a_failed_ack_is_a_failed_attempt_and_the_rest_are_published(runtime: Runtime) -> None:
+    ids = add(runtime, 3)
+    sender = Sender(fail_ids={ids[1]})
+    asyncio.run(relay(runtime, sender).run_once())
+    store = runtime.stores["agent"]
+    failed = store.get(ids[1])
+    assert failed is not None and failed.status is Status.PENDING and failed.retry_count == 1
+    assert failed.last_error == (
+        "publish to outbox.agent failed: RuntimeError: NotLeaderForPartition"
+    )
+    assert store.get(ids[0]).status is Status.PUBLISHED  # type: ignore[union-attr]
+    assert store.get(ids[2]).status is Status.PUBLISHED  # type: ignore[union-attr]
+
+
+def test_an_unreachable_broker_fails_the_rest_of_the_batch_at_once(runtime: Runtime) -> None:
+    ids = add(runtime, 5)
+    sender = Sender(refuse_after=2)
+    asyncio.run(relay(runtime, sender).run_once())
+    store = runtime.stores["agent"]
+    rows = [store.get(i) for i in ids]
+    assert [r.status for r in rows] == [Status.PUBLISHED] * 2 + [Status.PENDING] * 3  # type: ignore[union-attr]
+    assert len(sender.sent) == 2  # no send attempted after the first refusal
+    assert all("broker unreachable" in (r.last_error or "") for r in rows[2:])  # type: ignore[union-attr]
+
+
+def test_tick_drains_a_backlog_larger_than_a_batch_in_one_call(runtime: Runtime) -> None:
+    add(runtime, 25)  # relay_batch is 10
+    sender = Sender()
+
+    async def one_tick() -> None:
+        runtime.ready.set()
+        await relay(runtime, sender).tick()
+
+    asyncio.run(one_tick())
+    assert len(sender.sent) == 25
+    assert runtime.stores["agent"].counts().published == 25
+
+
+def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
+    add(runtime, 2)
+    r = relay(runtime, Sender())
+
+    def broken(*args: Any) -> None:
+        raise ConnectionError("database went away")
+
+    r.store.claim_due = broken  # type: ignore[method-assign]
+
+    async def ticks() -> None:
+        runtime.ready.set()
+        await r.tick()  # logged, not raised
+        assert r._failing
+
+    asyncio.run(ticks())
