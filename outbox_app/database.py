@@ -32,7 +32,7 @@ def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
             parsed,
             isolation_level="READ COMMITTED",
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=2,  # all worker I/O goes through the executor's pool_size threads
             # No pre-ping: it costs a round trip per transaction. A dropped connection
             # fails its transaction, is invalidated, and the caller's retry reconnects.
             pool_recycle=3600,
@@ -43,7 +43,7 @@ def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
             parsed,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=2,  # all worker I/O goes through the executor's pool_size threads
             **kwargs,
         )
         _configure_sqlite(engine)

@@ -133,7 +133,7 @@ class Settings:
         "OUTBOX_HEARTBEAT_INTERVAL", 3.0, "Kafka consumer heartbeat interval", parse_duration
     )
     db_pool_size: int = _setting(
-        "OUTBOX_DB_POOL_SIZE", 4, "database connections, and threads running database work", int
+        "OUTBOX_DB_POOL_SIZE", 8, "database connections, and threads running database work", int
     )
     visibility_timeout: float = _setting(
         "OUTBOX_VISIBILITY_TIMEOUT",
