@@ -153,6 +153,19 @@ class Registry:
     def metadata(self) -> list[MetaData]:
         return list(self._metadata)
 
+    # -- tests -------------------------------------------------------------------------
+    def snapshot(self) -> Registry:
+        """A copy to ``restore`` later: lets tests register throwaway handlers in the
+        default registry without leaking them into other tests."""
+        copy = Registry()
+        copy._owners, copy._payload_types = dict(self._owners), dict(self._payload_types)
+        copy._routes, copy._handlers = dict(self._routes), dict(self._handlers)
+        copy._metadata, copy._loaded = list(self._metadata), set(self._loaded)
+        return copy
+
+    def restore(self, snapshot: Registry) -> None:
+        self.__dict__.update(snapshot.snapshot().__dict__)
+
     # -- start-up --------------------------------------------------------------------
     def load_modules(self, names: Iterable[str]) -> None:
         """Import handler modules; a package is walked so each of its modules registers."""

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from outbox_app.database import make_engine
-from outbox_app.registry import Registry
+from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema
 
 MYSQL_ADMIN_URL = os.environ.get("OUTBOX_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/")
@@ -74,3 +74,11 @@ def registry() -> Registry:
 def schema(engine: Engine, registry: Registry) -> Engine:
     create_schema(engine, registry.routes())
     return engine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_default_registry() -> Iterator[None]:
+    """Handlers a test module loads into the default registry leave with it."""
+    snapshot = default_registry.snapshot()
+    yield
+    default_registry.restore(snapshot)

@@ -97,3 +97,12 @@ def test_payload_type_conflict_is_refused():
 
     with pytest.raises(ConfigurationError, match="already has payload type Chat"):
         reg.register_event("chat", "agent", Other)
+
+
+def test_snapshot_and_restore_forget_later_registrations():
+    reg = Registry()
+    reg.register_event("a.b", "agent")
+    snap = reg.snapshot()
+    reg.register_event("x.y", "extra")
+    reg.restore(snap)
+    assert reg.services == ["agent"] and reg.event_types() == ["a.b"]
