@@ -233,7 +233,8 @@ class OutboxStore:
         return FailureOutcome(retried, dead)
 
     def mark_dead(self, reasons: Mapping[int, str], conn: Executor | None = None) -> int:
-        """pending/published -> dead for unrecoverable rows (unknown type, bad payload)."""
+        """pending/published -> dead for unrecoverable rows (unknown type, bad payload,
+        ``PermanentFailure``); the attempt that found out counts."""
         if not reasons:
             return 0
         t = self.table
@@ -243,6 +244,7 @@ class OutboxStore:
                 .where(t.c.id == bindparam("b_id"), _is_live(t))
                 .values(
                     status=Status.DEAD.value,
+                    retry_count=t.c.retry_count + 1,  # the delivery that found it hopeless
                     next_retry_at=None,
                     last_error=bindparam("b_error"),
                     updated_at=utcnow(),
@@ -342,14 +344,18 @@ class OutboxStore:
                     t.c.status == Status.PUBLISHED.value,
                     t.c.published_at < cutoff,
                 )
-                .values(
-                    status=case((exhausted, Status.DEAD.value), else_=Status.PENDING.value),
-                    retry_count=t.c.retry_count + 1,
-                    next_retry_at=case((exhausted, None), else_=utcnow()),
-                    last_error=literal(
-                        f"not consumed within the visibility timeout ({visibility_s:g}s)"
+                # MySQL assigns left to right and later assignments see earlier ones:
+                # retry_count goes last, so both CASEs read the old count (else a row
+                # could end pending with no next_retry_at, never claimed again).
+                .ordered_values(
+                    (t.c.status, case((exhausted, Status.DEAD.value), else_=Status.PENDING.value)),
+                    (t.c.next_retry_at, case((exhausted, None), else_=utcnow())),
+                    (
+                        t.c.last_error,
+                        literal(f"not consumed within the visibility timeout ({visibility_s:g}s)"),
                     ),
-                    updated_at=utcnow(),
+                    (t.c.updated_at, utcnow()),
+                    (t.c.retry_count, t.c.retry_count + 1),
                 )
             )
         return _rowcount(result)

@@ -78,7 +78,9 @@ def schema(engine: Engine, registry: Registry) -> Engine:
 
 @pytest.fixture(autouse=True, scope="module")
 def _isolated_default_registry() -> Iterator[None]:
-    """Handlers a test module loads into the default registry leave with it."""
+    """Handlers a test module loads into the default registry leave with it. The business
+    handlers are loaded first: imports register once per process, so they must stay."""
+    default_registry.load_modules(["handlers"])
     snapshot = default_registry.snapshot()
     yield
     default_registry.restore(snapshot)

@@ -225,7 +225,7 @@ def test_a_handler_failure_is_listed_with_its_error_payload_and_times(site: Site
         "role": "robot",
         "message": "beep",
     }
-    assert item["attempts"] == 0 and item["max_retry"] == 1  # a permanent failure: no retry
+    assert item["attempts"] == 1 and item["max_retry"] == 1  # one attempt, then no retry
     for field in ("created_at", "updated_at", "published_at"):
         assert item[field].endswith("Z"), field
     assert item["consumed_at"] is None
