@@ -24,7 +24,7 @@ from .context import Event, HandlerContext, WriteBuffer
 from .envelope import BadEnvelope, Envelope, decode
 from .errors import DatabaseUnavailable, PermanentFailure
 from .payloads import coerce
-from .records import OutboxRow, Status
+from .records import Delivery, Status
 from .registry import HandlerSpec
 from .runtime import Runtime
 
@@ -184,7 +184,7 @@ class ServiceConsumer:
         self,
         session: Session,
         buffer: WriteBuffer,
-        row: OutboxRow,
+        row: Delivery,
         out: BatchOutcome,
         isolated: bool,
     ) -> None:

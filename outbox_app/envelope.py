@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .records import OutboxRow
+from .records import Delivery, OutboxRow
 from .tracing import child_of
 
 VERSION = 1
@@ -29,7 +29,7 @@ class Envelope:
     attempt: int
 
 
-def encode(row: OutboxRow) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+def encode(row: Delivery | OutboxRow) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of the Kafka record for ``row``."""
     head = json.dumps(
         {

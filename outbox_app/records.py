@@ -51,3 +51,29 @@ class OutboxRow:
             out[name] = value.isoformat() + "Z" if isinstance(value, datetime) else value
         out["status"] = self.status.value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The columns of a row that the relay and the consumer need: fetching and parsing
+    nine columns instead of sixteen (five of them timestamps) is most of a claim's cost."""
+
+    id: int
+    event_type: str
+    service_name: str
+    message_key: str | None
+    payload: str
+    status: Status
+    retry_count: int
+    created_at: datetime
+    traceparent: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Delivery:
+        """From a row selected with ``DELIVERY_COLUMNS``, in that order."""
+        values = list(row)
+        values[5] = Status(values[5])
+        return cls(*values)
+
+
+DELIVERY_COLUMNS = tuple(Delivery.__dataclass_fields__)

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .records import LIVE, OutboxRow, Status
+from .records import DELIVERY_COLUMNS, LIVE, Delivery, OutboxRow, Status
 from .retry import RetryPolicy
 from .routing import Route
 from .schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
@@ -45,7 +45,7 @@ Executor = Connection | Session
 
 @dataclass(frozen=True)
 class Claim:
-    rows: list[OutboxRow]
+    rows: list[Delivery]
     token: datetime  # the lease deadline written to each claimed row
 
     @property
@@ -87,6 +87,7 @@ class OutboxStore:
         self.route = route
         self.table = outbox_table(route)
         self.policy = policy or RetryPolicy()
+        self._delivery = [self.table.c[name] for name in DELIVERY_COLUMNS]
 
     def __repr__(self) -> str:
         return f"OutboxStore(service={self.route.service!r}, table={self.route.table!r})"
@@ -137,7 +138,7 @@ class OutboxStore:
         with self.engine.begin() as conn:
             # The lease deadline rides along with the rows: one round trip fewer.
             found = conn.execute(
-                select(t, db_time(lease_s).label("lease_until"))
+                select(*self._delivery, db_time(lease_s).label("lease_until"))
                 .where(t.c.status == Status.PENDING.value, t.c.next_retry_at <= utcnow())
                 .order_by(t.c.next_retry_at, t.c.id)
                 .limit(limit)
@@ -146,7 +147,7 @@ class OutboxStore:
             if not found:
                 return None
             token = found[0][-1]
-            claimed = [OutboxRow.from_row(r[:-1]) for r in found]
+            claimed = [Delivery.from_row(r[:-1]) for r in found]
             conn.execute(
                 update(t)
                 .where(t.c.id.in_([r.id for r in claimed]))
@@ -254,16 +255,16 @@ class OutboxStore:
         return _rowcount(result)
 
     # -- consumer --------------------------------------------------------------------
-    def lock_for_consume(self, conn: Executor, ids: Iterable[int]) -> dict[int, OutboxRow]:
+    def lock_for_consume(self, conn: Executor, ids: Iterable[int]) -> dict[int, Delivery]:
         """Lock the rows (in id order, so batches never deadlock each other)."""
         t = self.table
         wanted = sorted(set(ids))
         if not wanted:
             return {}
         rows = conn.execute(
-            select(t).where(t.c.id.in_(wanted)).order_by(t.c.id).with_for_update()
+            select(*self._delivery).where(t.c.id.in_(wanted)).order_by(t.c.id).with_for_update()
         ).all()
-        return {r.id: OutboxRow.from_row(r) for r in rows}
+        return {r.id: Delivery.from_row(r) for r in rows}
 
     def mark_consumed(self, ids: Sequence[int], conn: Executor | None = None) -> int:
         """pending/published -> consumed; inside the handler's transaction when given."""
