@@ -31,5 +31,8 @@ run: install
 bench: system-deps install
 	$(BIN)/outbox-app bench
 
+soak: system-deps install
+	$(BIN)/outbox-app soak
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache outbox.sqlite3*

@@ -14,12 +14,15 @@ from typing import Any
 
 import faust
 
+from .assignor import OutboxAssignor
 from .consumer import ServiceConsumer
 from .maintenance import Maintenance
 from .registry import Registry, default_registry
 from .relay import Relay
 from .runtime import Runtime
 from .settings import Settings
+from .supervisor import AgentSupervisor
+from .topics import TopicGuard
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class OutboxApp(faust.App):
     """A Faust app that owns an outbox runtime and uses the outbox Kafka transport."""
 
     runtime: Runtime
+    topic_guard: TopicGuard | None = None
     fetch_max_wait_ms: int = 50
 
     def _new_transport(self) -> Any:
@@ -53,6 +57,8 @@ class OutboxApp(faust.App):
 
     async def on_stop(self) -> None:
         await super().on_stop()
+        if self.topic_guard is not None:
+            await self.topic_guard.close()
         self.runtime.close()
 
 
@@ -98,13 +104,32 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         producer_max_batch_size=256 * 1024,
         producer_acks=-1,
         stream_wait_empty=False,
+        PartitionAssignor=OutboxAssignor,  # see assignor.py
         logging_config=None,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     runtime = app.runtime = Runtime(settings, registry, services)
 
+    guard = app.topic_guard = TopicGuard(
+        settings.kafka_bootstrap,
+        [registry.route(s).topic for s in services],
+        settings.topic_partitions,
+    )
+
+    def _on_sent(future: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            guard.suspect()
+
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
-        return await app.producer.send(topic, key, value, None, None, headers)
+        # The topic must exist before anything is produced to it (see topics.py).
+        try:
+            await guard.check()
+            future: Any = await app.producer.send(topic, key, value, None, None, headers)
+        except Exception:
+            guard.suspect()
+            raise
+        future.add_done_callback(_on_sent)
+        return future
 
     for service in services:
         route = registry.route(service)
@@ -117,7 +142,12 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         consumer = ServiceConsumer(runtime, service)
         # One actor per partition: partitions are consumed in parallel (one database
         # transaction each at a time), and a key, which keeps its partition, keeps its order.
-        app.agent(topic, name=f"outbox.consume.{service}", isolated_partitions=True)(
+        app.agent(
+            topic,
+            name=f"outbox.consume.{service}",
+            isolated_partitions=True,
+            supervisor_strategy=AgentSupervisor,  # see supervisor.py
+        )(
             consumer.agent  # type: ignore[arg-type]
         )
         relay = Relay(runtime, service, send)

@@ -114,6 +114,24 @@ def test_a_stale_row_without_attempts_left_goes_dead(engine: Engine, mariadb_db:
     assert dead.status == Status.DEAD and "visibility timeout" in dead.last_error
 
 
+def test_a_stale_row_with_one_attempt_left_comes_back_claimable(engine: Engine) -> None:
+    # Found by the soak: MySQL evaluates SET assignments left to right, so a CASE placed
+    # after ``retry_count = retry_count + 1`` saw the new count; a row with one attempt
+    # left came back pending with next_retry_at NULL and was never claimed again.
+    store = agent_store(engine)
+    one_left = published_to_nowhere(engine, 1, max_retry=3)
+    t = store.table
+    with engine.begin() as conn:
+        conn.execute(update(t).where(t.c.id == one_left).values(retry_count=1))
+    shift(engine, one_left, "published_at", 60)
+    assert store.recover_stale(30.0) == 1
+    back = row(engine, one_left)
+    assert back.status == Status.PENDING and back.retry_count == 2
+    assert back.next_retry_at is not None
+    claim = store.claim_due(limit=10, lease_s=30)
+    assert claim is not None and claim.ids == [one_left]
+
+
 def consumed_rows(engine: Engine, count: int, age_s: float) -> list[int]:
     store = agent_store(engine)
     ids = [chat(engine, n) for n in range(count)]
