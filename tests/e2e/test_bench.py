@@ -1,0 +1,51 @@
+"""``outbox-app bench`` runs end to end and prints one well-formed result line (the
+figures themselves are for the benchmark, not for a timed test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e
+
+LINE = re.compile(
+    r"^BENCH n=2000 workers=1 write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "
+    r"live_rate=[\d.]+ p50_ms=[\d.]+ p95_ms=[\d.]+ p99_ms=[\d.]+ max_ms=[\d.]+ "
+    r"start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+$"
+)
+
+
+def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outbox_app.cli",
+            "bench",
+            "--n",
+            "2000",
+            "--live-seconds",
+            "3",
+            "--write-tx",
+            "200",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("BENCH")]
+    assert len(lines) == 1 and LINE.match(lines[0]), run.stdout
+    figures = json.loads(out.read_text())
+    assert figures["lost"] == 0 and figures["doubled"] == 0 and figures["drain_eps"] > 0
