@@ -147,7 +147,7 @@ class Bench:
         if self.cfg.broker_url:
             yield self.cfg.broker_url
             return
-        from .dev import free_port, wait_port
+        from .ports import free_port, wait_port
 
         port = free_port()
         proc = subprocess.Popen(
@@ -370,7 +370,7 @@ class Bench:
 
     def start_workers(self, url: str, broker_url: str, engine: Engine) -> float:
         """Start the workers; seconds until the first event went through."""
-        from .dev import free_port
+        from .ports import free_port
 
         app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
         started = time.monotonic()

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from .database import make_engine
 from .envelope import encode
+from .ports import free_port
 from .publish import publish
 from .registry import Registry, default_registry
 from .schema import create_schema, outbox_table, utcnow
@@ -52,7 +53,6 @@ from .soak_procs import (
     PrivateMariaDB,
     SharedMariaDB,
     WorkerProc,
-    free_port,
 )
 from .store import OutboxStore
 
