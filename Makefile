@@ -25,7 +25,9 @@ lint: install
 test: system-deps install lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-run: install
+run:
+	bash scripts/system-deps.sh --build-only
+	$(MAKE) install
 	$(BIN)/outbox-app dev --demo-rate 50
 
 bench: system-deps install

@@ -4,11 +4,17 @@
 # runs only when something is missing.
 set -euo pipefail
 
+# --build-only: just what building mysqlclient needs (for `make run`).
+build_only=0
+[ "${1:-}" = "--build-only" ] && build_only=1
+
 need=()
 dpkg -s default-libmysqlclient-dev >/dev/null 2>&1 || need+=(default-libmysqlclient-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
-if [ "${OUTBOX_SKIP_BROWSER:-0}" != 1 ]; then
+if [ "$build_only" = 0 ]; then
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+fi
+if [ "$build_only" = 0 ] && [ "${OUTBOX_SKIP_BROWSER:-0}" != 1 ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
@@ -18,6 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+[ "$build_only" = 1 ] && exit 0
 
 # MariaDB on 127.0.0.1:3306 for the integration tests (root, empty password).
 if ! mariadb-admin -h127.0.0.1 -uroot status >/dev/null 2>&1; then
