@@ -12,14 +12,14 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
 from outbox_app import HandlerContext, PermanentFailure, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.schema import Id, Timestamp, utcnow
 
 metadata = default_registry.add_metadata(MetaData())
 
 schedule_runs = Table(
     "schedule_runs",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("run_key", String(191), nullable=False, unique=True),
     Column("schedule_id", String(128), nullable=False),
     Column("user_id", BigInteger, nullable=False),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text
 
 from outbox_app import HandlerContext, PermanentFailure, default_registry, handler
-from outbox_app.schema import Timestamp
+from outbox_app.schema import Id, Timestamp
 
 
 def utc_now() -> datetime:
@@ -20,7 +20,7 @@ metadata = default_registry.add_metadata(MetaData())
 chat_history = Table(
     "chat_history",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("outbox_id", BigInteger, nullable=False, index=True),  # the event that wrote it
     Column("user_id", BigInteger, nullable=False),
     Column("conversation_id", String(64), nullable=False, index=True),

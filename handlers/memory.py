@@ -9,14 +9,14 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from outbox_app import HandlerContext, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.schema import Id, Timestamp, utcnow
 
 metadata = default_registry.add_metadata(MetaData())
 
 memories = Table(
     "memories",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("user_id", BigInteger, nullable=False),
     Column("mkey", String(191), nullable=False),
     Column("value", Text, nullable=False),

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from outbox_app import Event, HandlerContext, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.schema import Id, Timestamp, utcnow
 
 WEBHOOK_ENV = "OUTBOX_NOTIFICATION_WEBHOOK_URL"
 TIMEOUT_S = float(os.environ.get("OUTBOX_NOTIFICATION_TIMEOUT", "10"))
@@ -39,7 +39,7 @@ metadata = default_registry.add_metadata(MetaData())
 notifications = Table(
     "notifications",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("outbox_id", BigInteger, nullable=False, unique=True),
     Column("user_id", BigInteger, nullable=False, index=True),
     Column("channel", String(32), nullable=False),

@@ -22,7 +22,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, ins
 
 from .context import HandlerContext
 from .registry import default_registry, handler
-from .schema import Timestamp, utcnow
+from .schema import Id, Timestamp, utcnow
 
 FAILURE_RATE_ENV = "SOAK_HANDLER_FAILURE_RATE"
 FAILURE_UNTIL_ENV = "SOAK_HANDLER_FAILURE_UNTIL"
@@ -35,7 +35,7 @@ metadata = default_registry.add_metadata(MetaData())
 soak_effects = Table(
     "soak_effects",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("outbox_id", BigInteger, nullable=False, index=True),
     Column("event_type", String(64), nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -45,7 +45,7 @@ soak_effects = Table(
 soak_orders = Table(
     "soak_orders",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("uid", String(64), nullable=False, unique=True),
     Column("events", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),

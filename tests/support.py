@@ -126,3 +126,22 @@ class Worker:
         self.kill(signal.SIGTERM)
         if hasattr(self, "_log"):
             self._log.close()
+
+
+def one_service_app(tmp_path: Path) -> Any:
+    """A worker app for service ``agent`` (one no-op handler) on SQLite, no web view:
+    for tests of the app's wiring that never start it."""
+    from outbox_app.app import build_app
+    from outbox_app.registry import Registry
+    from outbox_app.settings import Settings
+
+    registry = Registry()
+    registry.handler("chat.persist", service="agent")(lambda ctx: None)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+        services=("agent",),
+        handler_modules=(),
+        datadir=str(tmp_path / "data"),
+        web_enabled=False,
+    )
+    return build_app(settings, registry)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
 from outbox_app import HandlerContext, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.schema import Id, Timestamp, utcnow
 
 metadata = default_registry.add_metadata(MetaData())
 
 flaky_effects = Table(
     "flaky_effects",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("outbox_id", BigInteger, nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("attempt", Integer, nullable=False),

@@ -12,27 +12,16 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 
-from outbox_app.app import OutboxApp, build_app
+from outbox_app.app import OutboxApp
 from outbox_app.assignor import OutboxAssignor
-from outbox_app.registry import Registry
-from outbox_app.settings import Settings
+from tests.support import one_service_app
 
 TOPIC = "outbox.agent"
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[OutboxApp]:
-    registry = Registry()
-    registry.register_event("chat.persist", "agent")
-    registry.handler("chat.persist", service="agent")(lambda ctx: None)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
-        services=("agent",),
-        handler_modules=(),
-        datadir=str(tmp_path / "data"),
-        web_enabled=False,
-    )
-    built = build_app(settings, registry)
+    built = one_service_app(tmp_path)
     try:
         yield built
     finally:

@@ -9,10 +9,8 @@ import pytest
 from mode.exceptions import MaxRestartsExceeded
 from mode.supervisors import OneForOneSupervisor
 
-from outbox_app.app import build_app
-from outbox_app.registry import Registry
-from outbox_app.settings import Settings
 from outbox_app.supervisor import AgentSupervisor
+from tests.support import one_service_app
 
 
 async def restarts(supervisor: OneForOneSupervisor, n: int) -> None:
@@ -36,17 +34,7 @@ def test_a_burst_of_restarts_up_to_the_limit_is_fine() -> None:
 
 
 def test_consumer_agents_use_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    registry = Registry()
-    registry.register_event("chat.persist", "agent")
-    registry.handler("chat.persist", service="agent")(lambda ctx: None)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}",
-        services=("agent",),
-        handler_modules=(),
-        datadir=str(tmp_path / "data"),
-        web_enabled=False,
-    )
-    app = build_app(settings, registry)
+    app = one_service_app(tmp_path)
     try:
         agents = list(app.agents.values())
         assert agents and all(a.supervisor_strategy is AgentSupervisor for a in agents)
