@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from .batching import run_batches
 from .context import Event, HandlerContext, WriteBuffer
 from .envelope import BadEnvelope, Envelope, decode
 from .errors import DatabaseUnavailable, PermanentFailure
@@ -31,6 +33,8 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 REMOTE_TIMEOUT_S = 30.0
+IMMEDIATE_DEADLOCK_RETRIES = 3
+MYSQL_DEADLOCK = 1213
 
 
 class _IsolateHandlers(Exception):
@@ -76,8 +80,15 @@ class ServiceConsumer:
                 self.store.route.table,
                 s.consumer_batch,
             )
-        async for values in stream.take(s.consumer_batch, within=s.consumer_batch_within):  # type: ignore[attr-defined]
-            await self.handle(values)
+        # Acks are ours: an offset moves on only after its batch was handled.
+        events = stream.noack()  # type: ignore[attr-defined]
+
+        async def handle_events(batch: list[Any]) -> None:
+            await self.handle([event.value for event in batch])
+            for event in batch:
+                await events.ack(event)
+
+        await run_batches(events.events(), handle_events, s.consumer_batch)
 
     async def handle(self, values: list[Any]) -> BatchOutcome:
         """Handle one batch of raw records; never raises for bad records or handlers."""
@@ -101,13 +112,18 @@ class ServiceConsumer:
         return outcome
 
     async def _process_with_retry(self, envelopes: list[Envelope]) -> BatchOutcome:
-        delay = 0.2
+        delay, deadlocks = 0.2, 0
         while True:
             try:
                 return await self.rt.executor.run(self.process, envelopes)
             except (DatabaseUnavailable, OperationalError) as exc:
                 # Lost connection, deadlock or lock timeout: the transaction rolled back
-                # whole, so the batch can simply run again.
+                # whole, so the batch can simply run again. A deadlock victim (another
+                # batch or a relay round touched the same rows) goes again at once.
+                if _is_deadlock(exc) and deadlocks < IMMEDIATE_DEADLOCK_RETRIES:
+                    deadlocks += 1
+                    log.debug("consumer %s: deadlock, batch runs again", self.service)
+                    continue
                 log.warning(
                     "consumer %s: batch of %d rolled back (%s); retrying in %.1fs",
                     self.service,
@@ -121,9 +137,11 @@ class ServiceConsumer:
     def process(self, envelopes: list[Envelope]) -> BatchOutcome:
         """Blocking: the database part of a batch, in one transaction.
 
-        Handlers first run together without savepoints (two round trips saved per
-        event); if any of them fails, that transaction is rolled back and the batch
-        runs again with one savepoint per handler, so the failure is isolated.
+        Handlers first run together in the batch's transaction without savepoints (two
+        round trips saved per batch); if any of them fails, that transaction is rolled
+        back and the batch runs again with each handler in a session of its own whose
+        transaction is a savepoint, so a failure (or a handler's own rollback) undoes
+        that handler's writes and nothing else.
         """
         try:
             return self._process(envelopes, isolated=False)
@@ -137,10 +155,12 @@ class ServiceConsumer:
             if env.outbox_id in by_id:
                 out.duplicates.append(env.outbox_id)  # the same row twice in one batch
             by_id[env.outbox_id] = env
-        with self.store.engine.connect() as conn, conn.begin():
+        with self.store.engine.connect() as conn, conn.begin() as tx:
             rows = self.store.lock_for_consume(conn, by_id)
-            session = Session(bind=conn, join_transaction_mode="create_savepoint")
             buffer = WriteBuffer()
+            # "rollback_only": the session flushes into the batch's transaction and never
+            # commits it; a handler that rolls it back is caught below.
+            session = Session(bind=conn, join_transaction_mode="rollback_only")
             try:
                 for outbox_id in by_id:
                     row = rows.get(outbox_id)
@@ -148,8 +168,12 @@ class ServiceConsumer:
                         out.unknown_ids.append(outbox_id)
                     elif row.status in (Status.CONSUMED, Status.DEAD):
                         out.duplicates.append(outbox_id)
+                    elif isolated:
+                        self._run_isolated(conn, row, out)
                     else:
-                        self._run_handler(session, buffer, row, out, isolated)
+                        self._run_handler(session, buffer, row, out)
+                        if not tx.is_active:
+                            raise _IsolateHandlers("a handler rolled back the transaction")
                 if not isolated:
                     try:
                         buffer.flush(session)
@@ -158,12 +182,11 @@ class ServiceConsumer:
                         if exc.connection_invalidated:
                             raise
                         raise _IsolateHandlers from exc
-                session.commit()  # releases the session's savepoint, not the transaction
-                self.store.mark_consumed(out.consumed, conn)
-                self.store.mark_dead(out.dead, conn)
-                outcome = self.store.record_failures(out.failed, conn)
             finally:
                 session.close()
+            self.store.mark_consumed(out.consumed, conn)
+            self.store.mark_dead(out.dead, conn)
+            outcome = self.store.record_failures(out.failed, conn)
         for row_id in outcome.dead:
             out.dead[row_id] = out.failed.pop(row_id)
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -180,26 +203,31 @@ class ServiceConsumer:
             )
         return out
 
-    def _run_handler(
-        self,
-        session: Session,
-        buffer: WriteBuffer,
-        row: Delivery,
-        out: BatchOutcome,
-        isolated: bool,
-    ) -> None:
+    def _prepare(
+        self, session: Session, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
+    ) -> tuple[HandlerSpec, HandlerContext] | None:
+        """The handler and its context, or None when the row went dead (no handler for
+        its event type, or a payload that does not decode)."""
         spec = self.rt.registry.handler_for(row.event_type)
-        where = f"event type {row.event_type!r}, service {self.service!r}, outbox id {row.id}"
         if spec is None or spec.service != self.service:
             out.dead[row.id] = f"unknown event type {row.event_type!r} for service {self.service!r}"
-            log.error("consumer %s: no handler for %s: row is dead", self.service, where)
-            return
+            log.error(
+                "consumer %s: no handler for %s: row is dead",
+                self.service,
+                _where(self.service, row),
+            )
+            return None
         try:
             payload = coerce(spec.payload_type, json.loads(row.payload))
         except ValueError as exc:
             out.dead[row.id] = f"undecodable payload: {exc}"
-            log.error("consumer %s: bad payload (%s) for %s: row is dead", self.service, exc, where)
-            return
+            log.error(
+                "consumer %s: bad payload (%s) for %s: row is dead",
+                self.service,
+                exc,
+                _where(self.service, row),
+            )
+            return None
         event = Event(
             outbox_id=row.id,
             event_type=row.event_type,
@@ -209,49 +237,68 @@ class ServiceConsumer:
             created_at=row.created_at,
             traceparent=row.traceparent,
         )
-        ctx = HandlerContext(session, event, payload, self.rt.registry, buffer)
-        if not isolated:
+        return spec, HandlerContext(session, event, payload, self.rt.registry, buffer)
+
+    def _run_handler(
+        self, session: Session, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
+    ) -> None:
+        """The optimistic pass: any failure reruns the batch isolated."""
+        prepared = self._prepare(session, buffer, row, out)
+        if prepared is None:
+            return
+        spec, ctx = prepared
+        try:
+            result = spec.func(ctx)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            raise _IsolateHandlers from exc
+        except Exception as exc:
+            raise _IsolateHandlers from exc
+        self._succeeded(spec, ctx.event, result, out)
+
+    def _run_isolated(self, conn: Connection, row: Delivery, out: BatchOutcome) -> None:
+        """The isolated pass: the handler's writes live in its own savepoint."""
+        buffer = WriteBuffer()
+        with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+            prepared = self._prepare(session, buffer, row, out)
+            if prepared is None:
+                return
+            spec, ctx = prepared
+            where = _where(self.service, row)
             try:
                 result = spec.func(ctx)
+                buffer.flush(session)
+                session.commit()  # releases the handler's savepoint
+            except PermanentFailure as exc:
+                session.rollback()
+                out.dead[row.id] = f"permanent failure: {exc}"
+                log.error(
+                    "consumer %s: handler gave up on %s: %s: row is dead", self.service, where, exc
+                )
+                return
             except DBAPIError as exc:
                 if exc.connection_invalidated:
-                    raise
-                raise _IsolateHandlers from exc
-            except Exception as exc:
-                raise _IsolateHandlers from exc
-            self._succeeded(spec, event, result, out)
-            return
-        try:
-            with session.begin_nested():
-                result = spec.func(ctx)
-                buffer.flush(session)
-        except PermanentFailure as exc:
-            buffer.discard()
-            out.dead[row.id] = f"permanent failure: {exc}"
-            log.error(
-                "consumer %s: handler gave up on %s: %s: row is dead", self.service, where, exc
-            )
-            return
-        except DBAPIError as exc:
-            buffer.discard()
-            if exc.connection_invalidated:
-                raise  # the whole transaction is gone: retry the batch
-            out.failed[row.id] = _short(exc)
-            log.warning("consumer %s: handler failed for %s: %s", self.service, where, _short(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
-            buffer.discard()
-            out.failed[row.id] = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "consumer %s: handler failed for %s (attempt %d): %s: %s",
-                self.service,
-                where,
-                event.attempt,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        self._succeeded(spec, event, result, out)
+                    raise  # the whole transaction is gone: retry the batch
+                session.rollback()
+                out.failed[row.id] = _short(exc)
+                log.warning(
+                    "consumer %s: handler failed for %s: %s", self.service, where, _short(exc)
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
+                session.rollback()
+                out.failed[row.id] = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "consumer %s: handler failed for %s (attempt %d): %s: %s",
+                    self.service,
+                    where,
+                    ctx.event.attempt,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+        self._succeeded(spec, ctx.event, result, out)
 
     @staticmethod
     def _succeeded(spec: HandlerSpec, event: Event, result: Any, out: BatchOutcome) -> None:
@@ -301,6 +348,15 @@ class ServiceConsumer:
 def _id_list(ids: list[int], shown: int = 10) -> str:
     more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
     return "ids " + ", ".join(map(str, ids[:shown])) + more
+
+
+def _where(service: str, row: Delivery) -> str:
+    return f"event type {row.event_type!r}, service {service!r}, outbox id {row.id}"
+
+
+def _is_deadlock(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return bool(getattr(orig, "args", None)) and orig.args[0] == MYSQL_DEADLOCK  # type: ignore[union-attr]
 
 
 def _short(exc: BaseException) -> str:

@@ -112,13 +112,10 @@ class Settings:
         parse_duration,
     )
     consumer_batch: int = _setting(
-        "OUTBOX_CONSUMER_BATCH", 500, "envelopes handled per database transaction", int
-    )
-    consumer_batch_within: float = _setting(
-        "OUTBOX_CONSUMER_BATCH_WITHIN",
-        0.01,
-        "longest wait to fill a consumer batch",
-        parse_duration,
+        "OUTBOX_CONSUMER_BATCH",
+        500,
+        "most envelopes per database transaction (a batch is what arrived during the last one)",
+        int,
     )
     fetch_max_wait_ms: int = _setting(
         "OUTBOX_FETCH_MAX_WAIT_MS", 50, "consumer fetch wait; Faust hard-codes 1500", int

@@ -166,3 +166,43 @@ def test_failed_child_publish_rolls_back_with_its_handler(runtime: Runtime) -> N
         table = runtime.stores["svc"].table
         count = conn.execute(select(func.count()).select_from(table)).scalar_one()
     assert count == 1  # the first child was rolled back with the savepoint
+
+
+def test_a_handler_rolling_back_its_session_undoes_only_its_own_writes(runtime: Runtime) -> None:
+    """HandlerContext says not to, but a handler that catches an error and calls
+    ``session.rollback()`` must not take the other handlers' effects with it."""
+    reg = runtime.registry
+
+    @reg.handler("svc.rollback", service="svc")
+    def rolls_back(ctx: HandlerContext) -> None:
+        ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="undone"))
+        ctx.session.rollback()
+        ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="after"))
+
+    ok1, undo, ok2 = publish_rows(runtime, [("svc.ok", {}), ("svc.rollback", {}), ("svc.ok", {})])
+    out = consumer(runtime).process(envelopes(runtime, [ok1, undo, ok2]))
+    assert sorted(out.consumed) == [ok1, undo, ok2]
+    assert sorted(effect_notes(runtime)) == [(ok1, "ok"), (undo, "after"), (ok2, "ok")]
+
+
+def test_a_deadlock_victim_batch_runs_again_at_once(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = publish_rows(runtime, [("svc.ok", {}), ("svc.ok", {})])
+    c = consumer(runtime)
+    real, calls = c.process, []
+
+    def deadlocked_once(envs: list[Envelope]):  # type: ignore[no-untyped-def]
+        calls.append(len(envs))
+        if len(calls) == 1:
+            # What mysqlclient raises when InnoDB picks this transaction as the victim.
+            raise OperationalError("SELECT ...", {}, Exception(1213, "Deadlock found"))
+        return real(envs)
+
+    c.process = deadlocked_once  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="outbox_app.consumer"):
+        out = asyncio.run(c.handle([encode(runtime.stores["svc"].get(i))[1] for i in ids]))  # type: ignore[arg-type]
+    assert calls == [2, 2] and sorted(out.consumed) == ids
+    assert not [r for r in caplog.records if "rolled back" in r.getMessage()]  # no 0.2 s wait
