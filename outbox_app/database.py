@@ -36,6 +36,10 @@ def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
             # No pre-ping: it costs a round trip per transaction. A dropped connection
             # fails its transaction, is invalidated, and the caller's retry reconnects.
             pool_recycle=3600,
+            # Every checkout ends its own transaction (engine.begin, conn.begin, or
+            # Connection.close rolling back an open one), so the pool's extra ROLLBACK
+            # on check-in would be a wasted round trip per transaction.
+            pool_reset_on_return=None,
             **kwargs,
         )
     if backend == "sqlite":

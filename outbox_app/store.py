@@ -25,7 +25,6 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -37,6 +36,7 @@ from .records import DELIVERY_COLUMNS, LIVE, Delivery, OutboxRow, Status
 from .retry import RetryPolicy
 from .routing import Route
 from .schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
+from .statements import hot_statements
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class OutboxStore:
         self.table = outbox_table(route)
         self.policy = policy or RetryPolicy()
         self._delivery = [self.table.c[name] for name in DELIVERY_COLUMNS]
+        self._sql = hot_statements(self.table)
 
     def __repr__(self) -> str:
         return f"OutboxStore(service={self.route.service!r}, table={self.route.table!r})"
@@ -112,69 +113,43 @@ class OutboxStore:
         traceparent: str | None = None,
     ) -> int:
         """Insert a pending row inside the caller's transaction (never commits)."""
-        t = self.table
         result = conn.execute(
-            insert(t).values(
-                event_type=event_type,
-                service_name=self.route.service,
-                topic=self.route.topic,
-                message_key=key,
-                payload=payload_json,
-                status=Status.PENDING.value,
-                retry_count=0,
-                max_retry=max_retry,
-                next_retry_at=utcnow(),
-                traceparent=traceparent,
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
+            self._sql.add,
+            {
+                "event_type": event_type,
+                "service_name": self.route.service,
+                "topic": self.route.topic,
+                "message_key": key,
+                "payload": payload_json,
+                "max_retry": max_retry,
+                "traceparent": traceparent,
+            },
         )
         return int(cast(CursorResult[Any], result).inserted_primary_key[0])  # type: ignore[index]
 
     # -- relay -----------------------------------------------------------------------
     def claim_due(self, limit: int, lease_s: float) -> Claim | None:
         """Lease up to ``limit`` due pending rows; concurrent relays get disjoint sets."""
-        t = self.table
         with self.engine.begin() as conn:
-            # The lease deadline rides along with the rows: one round trip fewer.
-            found = conn.execute(
-                select(*self._delivery, db_time(lease_s).label("lease_until"))
-                .where(t.c.status == Status.PENDING.value, t.c.next_retry_at <= utcnow())
-                .order_by(t.c.next_retry_at, t.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            found = conn.execute(self._sql.claim(limit, lease_s)).all()
             if not found:
                 return None
             token = found[0][-1]
             claimed = [Delivery.from_row(r[:-1]) for r in found]
-            conn.execute(
-                update(t)
-                .where(t.c.id.in_([r.id for r in claimed]))
-                .values(next_retry_at=token, updated_at=utcnow())
-            )
+            conn.execute(self._sql.claim_lease, {"ids": [r.id for r in claimed], "token": token})
         return Claim(claimed, _as_datetime(token))
 
     def mark_published(self, ids: Sequence[int], token: datetime) -> int:
         """pending -> published for rows still holding this claim's token."""
         if not ids:
             return 0
-        t = self.table
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t)
-                .where(
-                    t.c.id.in_(list(ids)),
-                    t.c.status == Status.PENDING.value,
-                    t.c.next_retry_at == token,
-                )
-                .values(
-                    status=Status.PUBLISHED.value,
-                    published_at=utcnow(),
-                    next_retry_at=None,
-                    updated_at=utcnow(),
-                )
-            )
+            return self._mark_published(conn, ids, token)
+
+    def _mark_published(self, conn: Connection, ids: Sequence[int], token: datetime) -> int:
+        if not ids:
+            return 0
+        result = conn.execute(self._sql.mark_published, {"ids": list(ids), "token": token})
         return _rowcount(result)
 
     # -- failures --------------------------------------------------------------------
@@ -257,32 +232,18 @@ class OutboxStore:
     # -- consumer --------------------------------------------------------------------
     def lock_for_consume(self, conn: Executor, ids: Iterable[int]) -> dict[int, Delivery]:
         """Lock the rows (in id order, so batches never deadlock each other)."""
-        t = self.table
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        rows = conn.execute(
-            select(*self._delivery).where(t.c.id.in_(wanted)).order_by(t.c.id).with_for_update()
-        ).all()
+        rows = conn.execute(self._sql.lock, {"ids": wanted}).all()
         return {r.id: Delivery.from_row(r) for r in rows}
 
     def mark_consumed(self, ids: Sequence[int], conn: Executor | None = None) -> int:
         """pending/published -> consumed; inside the handler's transaction when given."""
         if not ids:
             return 0
-        t = self.table
         with self._tx(conn) as c:
-            result = c.execute(
-                update(t)
-                .where(t.c.id.in_(list(ids)), t.c.status.in_(LIVE))
-                .values(
-                    status=Status.CONSUMED.value,
-                    consumed_at=utcnow(),
-                    next_retry_at=None,
-                    last_error=None,
-                    updated_at=utcnow(),
-                )
-            )
+            result = c.execute(self._sql.mark_consumed, {"ids": list(ids)})
         return _rowcount(result)
 
     # -- operators and maintenance -----------------------------------------------------
