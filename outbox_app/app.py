@@ -41,6 +41,16 @@ class _RelayOverlapFilter(logging.Filter):
 logging.getLogger("mode.timers").addFilter(_RelayOverlapFilter())
 
 
+def restore_root_log_level() -> None:
+    """Faust's worker, at log level warn and above, sets the root logger to DEBUG for
+    its start-up spinner and leaves it there: every library debug call (aiokafka logs
+    each send) then builds a record that no handler prints. Back to the handlers' level."""
+    root = logging.getLogger()
+    levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler"]
+    if levels and root.level < min(levels):
+        root.setLevel(min(levels))
+
+
 class OutboxApp(faust.App):
     """A Faust app that owns an outbox runtime and uses the outbox Kafka transport."""
 
@@ -54,6 +64,10 @@ class OutboxApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await self.runtime.start()
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        restore_root_log_level()
 
     async def on_stop(self) -> None:
         await super().on_stop()

@@ -447,10 +447,10 @@ class Bench:
         def produce(offset: int) -> None:
             per = rate / producers
             begun, sent = time.monotonic(), 0
-            while time.monotonic() < stop_at:
-                due = int((time.monotonic() - begun) * per) - sent
-                if due <= 0:
-                    time.sleep(0.0005)
+            while (now := time.monotonic()) < stop_at:
+                wait = begun + sent / per - now
+                if wait > 0:
+                    time.sleep(wait)  # pacing: sleep until this thread's next event is due
                     continue
                 with Session(engine) as session, session.begin():
                     row_id = publish(session, EVENT, chat(offset + sent), key=f"k{sent % KEYS}")

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .envelope import encode
 from .runtime import Runtime
+from .store import Claim
 
 log = logging.getLogger(__name__)
+
+# Rounds whose acks and marking may still be outstanding while the next round claims.
+MAX_ROUNDS_IN_FLIGHT = 3
 
 # (topic, key, value, headers) -> a future resolved by the broker's ack
 SendFunc = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Any]]
@@ -31,13 +36,33 @@ class Relay:
         self._next_poll = 0.0
 
     async def run_once(self) -> int:
-        """One round: returns how many rows were claimed (published or not)."""
+        """One complete round: returns how many rows were claimed (published or not)."""
+        claimed, settling = await self._start_round()
+        if settling is not None:
+            await settling
+        return claimed
+
+    async def _start_round(self) -> tuple[int, Awaitable[None] | None]:
+        """Claim and send; the acks settle in the returned task, so the next round's
+        claim overlaps them. Sends are issued round after round, so rows of a key
+        still reach its partition in claim order."""
         s = self.rt.settings
         claim = await self.rt.executor.run(self.store.claim_due, s.relay_batch, s.claim_lease)
         if claim is None:
-            return 0
+            return 0, None
         started = time.monotonic()
-        errors = await self._publish(claim.rows)
+        futures, errors = await self._send_all(claim.rows)
+        settling = asyncio.ensure_future(self._settle(claim, futures, errors, started))
+        return len(claim.rows), settling
+
+    async def _settle(
+        self,
+        claim: Claim,
+        futures: list[tuple[int, Any]],
+        errors: dict[int, str],
+        started: float,
+    ) -> None:
+        errors.update(await self._wait_acks(futures))
         ok = [r.id for r in claim.rows if r.id not in errors]
         if ok:
             await self.rt.executor.run(self.store.mark_published, ok, claim.token)
@@ -63,10 +88,10 @@ class Relay:
                 first_id,
                 first,
             )
-        return len(claim.rows)
 
-    async def _publish(self, rows: list[Any]) -> dict[int, str]:
-        """Send every row without awaiting them one by one; map failed ids to errors."""
+    async def _send_all(self, rows: list[Any]) -> tuple[list[tuple[int, Any]], dict[int, str]]:
+        """Send every row without awaiting them one by one: (id, ack future) pairs, and
+        the ids that could not even be handed to the producer."""
         errors: dict[int, str] = {}
         futures: list[tuple[int, Any]] = []
         for i, row in enumerate(rows):
@@ -77,18 +102,23 @@ class Relay:
                 reason = f"publish to {self.topic} failed: {type(exc).__name__}: {exc}"
                 errors.update({r.id: reason for r in rows[i:]})
                 break
-        if futures:
-            # Stay well inside the claim lease, so no other relay re-claims these rows.
-            timeout = max(1.0, self.rt.settings.claim_lease * 0.8)
-            _, late = await asyncio.wait([f for _, f in futures], timeout=timeout)
-            for row_id, fut in futures:
-                if fut in late:
-                    fut.cancel()
-                    errors[row_id] = f"publish to {self.topic} failed: no ack in {timeout:g}s"
-                elif (failure := fut.exception()) is not None:
-                    errors[row_id] = (
-                        f"publish to {self.topic} failed: {type(failure).__name__}: {failure}"
-                    )
+        return futures, errors
+
+    async def _wait_acks(self, futures: list[tuple[int, Any]]) -> dict[int, str]:
+        errors: dict[int, str] = {}
+        if not futures:
+            return errors
+        # Stay well inside the claim lease, so no other relay re-claims these rows.
+        timeout = max(1.0, self.rt.settings.claim_lease * 0.8)
+        _, late = await asyncio.wait([f for _, f in futures], timeout=timeout)
+        for row_id, fut in futures:
+            if fut in late:
+                fut.cancel()
+                errors[row_id] = f"publish to {self.topic} failed: no ack in {timeout:g}s"
+            elif (failure := fut.exception()) is not None:
+                errors[row_id] = (
+                    f"publish to {self.topic} failed: {type(failure).__name__}: {failure}"
+                )
         return errors
 
     async def tick(self) -> None:
@@ -109,9 +139,24 @@ class Relay:
                 rt.settings.claim_lease,
             )
         claimed = 0
+        settling: deque[Awaitable[None]] = deque()
         try:
-            while (n := await self.run_once()) > 0:
-                claimed += n
+            try:
+                while True:
+                    n, round_settling = await self._start_round()
+                    claimed += n
+                    if round_settling is not None:
+                        settling.append(round_settling)
+                    if n == 0:
+                        break
+                    if len(settling) >= MAX_ROUNDS_IN_FLIGHT:
+                        await settling.popleft()
+            finally:
+                # Every round settles before the tick ends, even when one failed.
+                results = await asyncio.gather(*settling, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
             if self._failing:
                 self._failing = False
                 log.info("relay %s: recovered", self.service)
