@@ -17,6 +17,7 @@ import faust
 from .assignor import OutboxAssignor
 from .consumer import ServiceConsumer
 from .maintenance import Maintenance
+from .publisher import BatchPublisher
 from .registry import Registry, default_registry
 from .relay import Relay
 from .runtime import Runtime
@@ -130,20 +131,12 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         settings.topic_partitions,
     )
 
-    def _on_sent(future: Any) -> None:
-        if future.cancelled() or future.exception() is not None:
-            guard.suspect()
-
-    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
-        # The topic must exist before anything is produced to it (see topics.py).
-        try:
-            await guard.check()
-            future: Any = await app.producer.send(topic, key, value, None, None, headers)
-        except Exception:
-            guard.suspect()
-            raise
-        future.add_done_callback(_on_sent)
-        return future
+    # The topic must exist before anything is produced to it (see topics.py).
+    publish = BatchPublisher(
+        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        before_send=guard.check,
+        on_failure=guard.suspect,
+    )
 
     for service in services:
         route = registry.route(service)
@@ -164,7 +157,7 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         )(
             consumer.agent  # type: ignore[arg-type]
         )
-        relay = Relay(runtime, service, send)
+        relay = Relay(runtime, service, publish)
         app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
 
     maintenance = Maintenance(runtime)

@@ -7,10 +7,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from .envelope import encode
+from .publisher import PublishFunc
+from .records import Delivery
 from .runtime import Runtime
 from .store import Claim
 
@@ -19,17 +21,14 @@ log = logging.getLogger(__name__)
 # Rounds whose acks and marking may still be outstanding while the next round claims.
 MAX_ROUNDS_IN_FLIGHT = 3
 
-# (topic, key, value, headers) -> a future resolved by the broker's ack
-SendFunc = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Any]]
-
 
 class Relay:
-    def __init__(self, runtime: Runtime, service: str, send: SendFunc) -> None:
+    def __init__(self, runtime: Runtime, service: str, publish: PublishFunc) -> None:
         self.rt = runtime
         self.service = service
         self.store = runtime.stores[service]
         self.topic = self.store.route.topic
-        self.send = send
+        self.publish = publish
         self._announced = False
         self._failing = False
         self._pause = 0.0  # current idle back-off, between the two relay intervals
@@ -51,18 +50,17 @@ class Relay:
         if claim is None:
             return 0, None
         started = time.monotonic()
-        futures, errors = await self._send_all(claim.rows)
-        settling = asyncio.ensure_future(self._settle(claim, futures, errors, started))
+        sent = await self._send_all(claim.rows)
+        settling = asyncio.ensure_future(self._settle(claim, sent, started))
         return len(claim.rows), settling
 
     async def _settle(
         self,
         claim: Claim,
-        futures: list[tuple[int, Any]],
-        errors: dict[int, str],
+        sent: list[tuple[list[int], Any]],
         started: float,
     ) -> None:
-        errors.update(await self._wait_acks(futures))
+        errors = await self._wait_acks(sent)
         ok = [r.id for r in claim.rows if r.id not in errors]
         if ok:
             await self.rt.executor.run(self.store.mark_published, ok, claim.token)
@@ -89,36 +87,27 @@ class Relay:
                 first,
             )
 
-    async def _send_all(self, rows: list[Any]) -> tuple[list[tuple[int, Any]], dict[int, str]]:
-        """Send every row without awaiting them one by one: (id, ack future) pairs, and
-        the ids that could not even be handed to the producer."""
-        errors: dict[int, str] = {}
-        futures: list[tuple[int, Any]] = []
-        for i, row in enumerate(rows):
-            key, value, headers = encode(row)
-            try:
-                futures.append((row.id, await self.send(self.topic, key, value, headers)))
-            except Exception as exc:  # noqa: BLE001 - broker unreachable: fail the rest too
-                reason = f"publish to {self.topic} failed: {type(exc).__name__}: {exc}"
-                errors.update({r.id: reason for r in rows[i:]})
-                break
-        return futures, errors
+    async def _send_all(self, rows: list[Delivery]) -> list[tuple[list[int], Any]]:
+        """Hand the round to the producer: (row ids, ack future) per batch."""
+        sent = await self.publish(self.topic, [encode(row) for row in rows])
+        return [([rows[i].id for i in indices], future) for indices, future in sent]
 
-    async def _wait_acks(self, futures: list[tuple[int, Any]]) -> dict[int, str]:
+    async def _wait_acks(self, futures: list[tuple[list[int], Any]]) -> dict[int, str]:
         errors: dict[int, str] = {}
         if not futures:
             return errors
         # Stay well inside the claim lease, so no other relay re-claims these rows.
         timeout = max(1.0, self.rt.settings.claim_lease * 0.8)
         _, late = await asyncio.wait([f for _, f in futures], timeout=timeout)
-        for row_id, fut in futures:
+        for ids, fut in futures:
             if fut in late:
                 fut.cancel()
-                errors[row_id] = f"publish to {self.topic} failed: no ack in {timeout:g}s"
+                reason = f"publish to {self.topic} failed: no ack in {timeout:g}s"
             elif (failure := fut.exception()) is not None:
-                errors[row_id] = (
-                    f"publish to {self.topic} failed: {type(failure).__name__}: {failure}"
-                )
+                reason = f"publish to {self.topic} failed: {type(failure).__name__}: {failure}"
+            else:
+                continue
+            errors.update(dict.fromkeys(ids, reason))
         return errors
 
     async def tick(self) -> None:

@@ -12,31 +12,37 @@ import pytest
 from sqlalchemy.orm import Session
 
 from outbox_app import Registry, Status, publish
+from outbox_app.publisher import Record, Sent, failed
 from outbox_app.runtime import Runtime
 from outbox_app.settings import Settings
 
 
 class Sender:
-    """Acks every record, or fails the ones it is told to, like a broker would."""
+    """Acks every record, or fails the ones it is told to, like a broker would; one
+    future per record (the real publisher has one per partition batch)."""
 
     def __init__(self, fail_ids: set[int] | None = None, refuse_after: int | None = None) -> None:
         self.sent: list[tuple[str, bytes | None, dict[str, Any], dict[str, bytes]]] = []
         self.fail_ids = fail_ids or set()
         self.refuse_after = refuse_after
 
-    async def __call__(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[None]:
-        if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
-            raise ConnectionError("broker unreachable")
-        doc = json.loads(value)
-        self.sent.append((topic, key, doc, dict(headers)))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if doc["outbox_id"] in self.fail_ids:
-            fut.set_exception(RuntimeError("NotLeaderForPartition"))
-        else:
-            fut.set_result(None)
-        return fut
+    async def __call__(self, topic: str, records: list[Record]) -> Sent:
+        out: Sent = []
+        for i, (key, value, headers) in enumerate(records):
+            if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
+                out.append(
+                    (list(range(i, len(records))), failed(ConnectionError("broker unreachable")))
+                )
+                break
+            doc = json.loads(value)
+            self.sent.append((topic, key, doc, dict(headers)))
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if doc["outbox_id"] in self.fail_ids:
+                fut.set_exception(RuntimeError("NotLeaderForPartition"))
+            else:
+                fut.set_result(None)
+            out.append(([i], fut))
+        return out
 
 
 @pytest.fixture

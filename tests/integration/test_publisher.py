@@ -1,0 +1,134 @@
+"""The relay's batch publisher against a real broker (Tansu): partitions, order,
+headers, and failures per batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from outbox_app.publisher import BatchPublisher, Record
+from tests.support import Broker, running_broker
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "outbox.batched"
+PARTITIONS = 4
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    with running_broker() as b:
+        yield b
+
+
+async def create_topic(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
+async def read_all(
+    bootstrap: str, n: int
+) -> dict[int, list[tuple[bytes | None, bytes, dict[str, bytes]]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[int, list[tuple[bytes | None, bytes, dict[str, bytes]]]] = {}
+        got = 0
+        async with asyncio.timeout(20):
+            while got < n:
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    for r in records:
+                        out.setdefault(tp.partition, []).append((r.key, r.value, dict(r.headers)))
+                        got += 1
+        return out
+    finally:
+        await consumer.stop()
+
+
+def test_records_land_where_producer_send_puts_their_key_in_order(broker: Broker) -> None:
+    async def scenario() -> None:
+        await create_topic(broker.bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=16_384)
+        await producer.start()
+        try:
+            publish = BatchPublisher(lambda: producer)
+            records: list[Record] = [
+                (f"k{i % 7}".encode(), f"v{i}".encode() * 40, [("ce_id", f"{i}".encode())])
+                for i in range(600)  # several batches per partition at 16 KiB
+            ]
+            sent = await publish(TOPIC, records)
+            assert sorted(i for indices, _ in sent for i in indices) == list(range(600))
+            assert len(sent) > PARTITIONS  # batches were cut when full
+            await asyncio.gather(*(future for _, future in sent))
+            expected = {
+                key: (await producer.send_and_wait(TOPIC, b"probe", key=key)).partition
+                for key in {r[0] for r in records}
+            }
+        finally:
+            await producer.stop()
+        by_partition = await read_all(broker.bootstrap, 600 + len(expected))
+        seen: dict[bytes, list[int]] = {}
+        for partition, rows in by_partition.items():
+            for key, value, headers in rows:
+                if value == b"probe":
+                    continue
+                assert key is not None and expected[key] == partition
+                seen.setdefault(key, []).append(int(headers["ce_id"]))
+        for key, order in seen.items():
+            assert order == sorted(order), f"key {key!r} out of order"
+        assert sum(len(v) for v in seen.values()) == 600
+
+    asyncio.run(scenario())
+
+
+def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_round(
+    broker: Broker,
+) -> None:
+    async def scenario() -> None:
+        await create_topic(broker.bootstrap)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap, max_batch_size=1024, max_request_size=10_000_000
+        )
+        await producer.start()
+        suspected: list[bool] = []
+        try:
+            publish = BatchPublisher(lambda: producer, on_failure=lambda: suspected.append(True))
+            records: list[Record] = [
+                (b"a", b"small", []),
+                (b"a", b"x" * 5000, []),
+                (b"a", b"tail", []),
+            ]
+            sent = await publish(TOPIC, records)
+            outcomes = {}
+            for indices, future in sent:
+                try:
+                    await future
+                    outcomes.update(dict.fromkeys(indices, "ok"))
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.update(dict.fromkeys(indices, str(exc)))
+            assert outcomes == {0: "ok", 1: "ok", 2: "ok"}
+            assert [indices for indices, _ in sent] == [[0], [1], [2]]  # in order, one each
+
+            def unavailable() -> AIOKafkaProducer:
+                raise ConnectionError("producer not started")
+
+            (only,) = await BatchPublisher(unavailable, on_failure=lambda: suspected.append(True))(
+                TOPIC, records
+            )
+            assert only[0] == [0, 1, 2] and isinstance(only[1].exception(), ConnectionError)
+            assert suspected == [True]
+        finally:
+            await producer.stop()
+
+    asyncio.run(scenario())
