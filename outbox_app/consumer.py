@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from .batching import run_batches
 from .context import Event, HandlerContext, WriteBuffer
+from .database import is_deadlock
 from .envelope import BadEnvelope, Envelope, decode
 from .errors import DatabaseUnavailable, PermanentFailure
 from .payloads import coerce
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 REMOTE_TIMEOUT_S = 30.0
 IMMEDIATE_DEADLOCK_RETRIES = 3
-MYSQL_DEADLOCK = 1213
 
 
 class _IsolateHandlers(Exception):
@@ -120,7 +120,7 @@ class ServiceConsumer:
                 # Lost connection, deadlock or lock timeout: the transaction rolled back
                 # whole, so the batch can simply run again. A deadlock victim (another
                 # batch or a relay round touched the same rows) goes again at once.
-                if _is_deadlock(exc) and deadlocks < IMMEDIATE_DEADLOCK_RETRIES:
+                if is_deadlock(exc) and deadlocks < IMMEDIATE_DEADLOCK_RETRIES:
                     deadlocks += 1
                     log.debug("consumer %s: deadlock, batch runs again", self.service)
                     continue
@@ -352,11 +352,6 @@ def _id_list(ids: list[int], shown: int = 10) -> str:
 
 def _where(service: str, row: Delivery) -> str:
     return f"event type {row.event_type!r}, service {service!r}, outbox id {row.id}"
-
-
-def _is_deadlock(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    return bool(getattr(orig, "args", None)) and orig.args[0] == MYSQL_DEADLOCK  # type: ignore[union-attr]
 
 
 def _short(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Engines configured for outbox work, and the thread pool that runs database calls.
 
 MySQL/MariaDB: READ COMMITTED (REPEATABLE READ's gap locks let a claim block
-producers' inserts), utf8mb4, pre-ping. SQLite: WAL, a busy timeout, and
+producers' inserts), utf8mb4, no pre-ping, no reset on check-in, DATETIME parsed by
+``datetime.fromisoformat``. SQLite: WAL, a busy timeout, and
 ``BEGIN IMMEDIATE`` so writers queue instead of failing on lock upgrade.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -20,6 +22,25 @@ from sqlalchemy.exc import DBAPIError
 from .errors import DatabaseUnavailable
 
 T = TypeVar("T")
+
+
+def _mysql_conversions() -> dict[Any, Any]:
+    """mysqlclient's converters, with DATETIME parsed by ``datetime.fromisoformat``:
+    mysqlclient parses it in Python (about 1.2 us), fromisoformat in C (0.1 us), and
+    every claimed or consumed row carries one."""
+    from MySQLdb.constants import FIELD_TYPE
+    from MySQLdb.converters import conversions
+    from MySQLdb.times import DateTime_or_None
+
+    def parse(value: str) -> datetime | None:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return DateTime_or_None(value)  # type: ignore[no-any-return]  # zero dates
+
+    conv = dict(conversions)
+    conv[FIELD_TYPE.DATETIME] = parse
+    return conv
 
 
 def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
@@ -40,6 +61,7 @@ def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
             # Connection.close rolling back an open one), so the pool's extra ROLLBACK
             # on check-in would be a wasted round trip per transaction.
             pool_reset_on_return=None,
+            connect_args={"conv": _mysql_conversions(), **kwargs.pop("connect_args", {})},
             **kwargs,
         )
     if backend == "sqlite":
@@ -102,6 +124,17 @@ class DatabaseExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+MYSQL_DEADLOCK = 1213
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """InnoDB rolled this transaction back to break a deadlock: running it again is
+    the remedy (a relay's mark and a consumer's lock can take the same rows' primary
+    and status-index locks in opposite orders)."""
+    args = getattr(getattr(exc, "orig", None), "args", None)
+    return bool(args) and args[0] == MYSQL_DEADLOCK  # type: ignore[index]
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

@@ -138,3 +138,22 @@ def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
         assert r._failing
 
     asyncio.run(ticks())
+
+
+def test_a_mark_that_loses_a_deadlock_is_made_again(runtime: Runtime) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = add(runtime, 3)
+    r = relay(runtime, Sender())
+    real, calls = r.store.mark_published, []
+
+    def deadlocked_once(row_ids: list[int], token: Any) -> int:
+        calls.append(list(row_ids))
+        if len(calls) == 1:  # a consumer held the same rows' index locks the other way
+            raise OperationalError("UPDATE ...", {}, Exception(1213, "Deadlock found"))
+        return real(row_ids, token)
+
+    r.store.mark_published = deadlocked_once  # type: ignore[method-assign]
+    assert asyncio.run(r.run_once()) == 3
+    assert calls == [ids, ids]
+    assert runtime.stores["agent"].counts().published == 3
