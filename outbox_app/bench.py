@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -199,12 +200,13 @@ class Bench:
                 self.progress.done(
                     "live",
                     f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
-                    f"(commit to broker ack: p50 {self.live_relay_p50_ms:.1f} ms)",
+                    f"(commit to acked and marked published: p50 {self.live_relay_p50_ms:.1f} ms)",
                 )
                 result.lost, result.doubled = self.verify(engine)
             finally:
                 self.stop_workers()
                 engine.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)  # kept when a phase failed: worker logs
         return result
 
     async def kafka_limit(self, bootstrap: str) -> float:
