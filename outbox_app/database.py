@@ -131,8 +131,8 @@ MYSQL_DEADLOCK = 1213
 
 def is_deadlock(exc: BaseException) -> bool:
     """InnoDB rolled this transaction back to break a deadlock: running it again is
-    the remedy (a relay's mark and a consumer's lock can take the same rows' primary
-    and status-index locks in opposite orders)."""
+    the remedy (a relay's mark and a consumer's lock on the same rows do deadlock now
+    and then under load)."""
     args = getattr(getattr(exc, "orig", None), "args", None)
     return bool(args) and args[0] == MYSQL_DEADLOCK  # type: ignore[index]
 
