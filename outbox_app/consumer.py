@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from .batching import run_batches
 from .context import Event, HandlerContext, WriteBuffer
-from .database import is_deadlock
 from .envelope import BadEnvelope, Envelope, decode
 from .errors import DatabaseUnavailable, PermanentFailure
 from .payloads import coerce
@@ -34,7 +33,6 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 REMOTE_TIMEOUT_S = 30.0
-IMMEDIATE_DEADLOCK_RETRIES = 3
 
 
 class _IsolateHandlers(Exception):
@@ -112,18 +110,14 @@ class ServiceConsumer:
         return outcome
 
     async def _process_with_retry(self, envelopes: list[Envelope]) -> BatchOutcome:
-        delay, deadlocks = 0.2, 0
+        delay = 0.2
         while True:
             try:
                 return await self.rt.executor.run(self.process, envelopes)
             except (DatabaseUnavailable, OperationalError) as exc:
-                # Lost connection, deadlock or lock timeout: the transaction rolled back
-                # whole, so the batch can simply run again. A deadlock victim (another
-                # batch or a relay round touched the same rows) goes again at once.
-                if is_deadlock(exc) and deadlocks < IMMEDIATE_DEADLOCK_RETRIES:
-                    deadlocks += 1
-                    log.debug("consumer %s: deadlock, batch runs again", self.service)
-                    continue
+                # Lost connection, lock timeout, or a deadlock the executor's immediate
+                # reruns did not get past: the transaction rolled back whole, so the
+                # batch can simply run again.
                 log.warning(
                     "consumer %s: batch of %d rolled back (%s); retrying in %.1fs",
                     self.service,

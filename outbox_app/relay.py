@@ -10,9 +10,6 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
-from .database import is_deadlock
 from .envelope import encode
 from .publisher import PublishFunc
 from .records import Delivery
@@ -23,7 +20,6 @@ log = logging.getLogger(__name__)
 
 # Rounds whose acks and marking may still be outstanding while the next round claims.
 MAX_ROUNDS_IN_FLIGHT = 3
-DEADLOCK_RETRIES = 3
 
 
 class Relay:
@@ -67,7 +63,7 @@ class Relay:
         errors = await self._wait_acks(sent)
         ok = [r.id for r in claim.rows if r.id not in errors]
         if ok:
-            await self._mark_published(ok, claim)
+            await self.rt.executor.run(self.store.mark_published, ok, claim.token)
         m = self.rt.metrics
         m.relay_batch.labels(self.service).observe(len(claim.rows))
         m.publish_latency.labels(self.service).observe(time.monotonic() - started)
@@ -90,17 +86,6 @@ class Relay:
                 first_id,
                 first,
             )
-
-    async def _mark_published(self, ids: list[int], claim: Claim) -> None:
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                await self.rt.executor.run(self.store.mark_published, ids, claim.token)
-                return
-            except OperationalError as exc:
-                # Consumers lock the same rows as they arrive: a deadlock victim simply
-                # marks again. Left unmarked, the rows would be sent again after the lease.
-                if not is_deadlock(exc) or attempt == DEADLOCK_RETRIES:
-                    raise
 
     async def _send_all(self, rows: list[Delivery]) -> list[tuple[list[int], Any]]:
         """Hand the round to the producer: (row ids, ack future) per batch."""

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .records import DELIVERY_COLUMNS, LIVE, Delivery, OutboxRow, Status
+from .records import LIVE, Delivery, OutboxRow, Status
 from .retry import RetryPolicy
 from .routing import Route
 from .schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
@@ -87,7 +87,6 @@ class OutboxStore:
         self.route = route
         self.table = outbox_table(route)
         self.policy = policy or RetryPolicy()
-        self._delivery = [self.table.c[name] for name in DELIVERY_COLUMNS]
         self._sql = hot_statements(self.table)
 
     def __repr__(self) -> str:
@@ -144,12 +143,7 @@ class OutboxStore:
         if not ids:
             return 0
         with self.engine.begin() as conn:
-            return self._mark_published(conn, ids, token)
-
-    def _mark_published(self, conn: Connection, ids: Sequence[int], token: datetime) -> int:
-        if not ids:
-            return 0
-        result = conn.execute(self._sql.mark_published, {"ids": list(ids), "token": token})
+            result = conn.execute(self._sql.mark_published, {"ids": list(ids), "token": token})
         return _rowcount(result)
 
     # -- failures --------------------------------------------------------------------

