@@ -1,7 +1,7 @@
 """outbox_app: a transactional outbox for Python services, as a Faust application."""
 
-from .context import Event, HandlerContext
-from .errors import (
+from outbox_app.context import Event, HandlerContext
+from outbox_app.errors import (
     ConfigurationError,
     EventTypeConflict,
     InvalidEvent,
@@ -10,9 +10,9 @@ from .errors import (
     UnknownEventType,
     WrongService,
 )
-from .publish import publish
-from .records import OutboxRow, Status
-from .registry import Registry, default_registry, handler
+from outbox_app.publish import publish
+from outbox_app.records import OutboxRow, Status
+from outbox_app.registry import Registry, default_registry, handler
 
 __all__ = [
     "ConfigurationError",

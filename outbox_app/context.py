@@ -12,7 +12,7 @@ from sqlalchemy import Table, insert
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .registry import Registry
+    from outbox_app.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class HandlerContext:
         self, event_type: str, payload: Any, key: str | None = None, *, max_retry: int | None = None
     ) -> int:
         """Publish a further event atomically with this handler's writes."""
-        from .publish import publish
+        from outbox_app.publish import publish
 
         return publish(
             self.session,

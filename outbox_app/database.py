@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from .errors import DatabaseUnavailable
+from outbox_app.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .records import Delivery, OutboxRow
-from .tracing import child_of
+from outbox_app.records import Delivery, OutboxRow
+from outbox_app.tracing import child_of
 
 VERSION = 1
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .errors import InvalidEvent, WrongService
-from .payloads import coerce, to_json
-from .registry import Registry, default_registry
-from .schema import MAX_KEY_CHARS
-from .store import OutboxStore
-from .tracing import current_traceparent
+from outbox_app.errors import InvalidEvent, WrongService
+from outbox_app.payloads import coerce, to_json
+from outbox_app.registry import Registry, default_registry
+from outbox_app.schema import MAX_KEY_CHARS
+from outbox_app.store import OutboxStore
+from outbox_app.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 

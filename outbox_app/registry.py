@@ -12,15 +12,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy import MetaData
 
-from .context import Event, HandlerContext
-from .errors import (
+from outbox_app.context import Event, HandlerContext
+from outbox_app.errors import (
     ConfigurationError,
     DuplicateHandler,
     EventTypeConflict,
     UnknownEventType,
     UnknownService,
 )
-from .routing import Route, check_service_name
+from outbox_app.routing import Route, check_service_name
 
 log = logging.getLogger(__name__)
 

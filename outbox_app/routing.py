@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigurationError
+from outbox_app.errors import ConfigurationError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from .routing import Route
+from outbox_app.routing import Route
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from .errors import ConfigurationError
+from outbox_app.errors import ConfigurationError
 
 ALL_SERVICES = "all"
 

@@ -32,11 +32,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .records import LIVE, Delivery, OutboxRow, Status
-from .retry import RetryPolicy
-from .routing import Route
-from .schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
-from .statements import hot_statements
+from outbox_app.records import LIVE, Delivery, OutboxRow, Status
+from outbox_app.retry import RetryPolicy
+from outbox_app.routing import Route
+from outbox_app.schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
+from outbox_app.statements import hot_statements
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from outbox_app.ports import free_port, port_open  # noqa: F401 - tests import it from here
-from outbox_app.soak_procs import BrokerProc
+from outbox_app.devtools.ports import free_port, port_open  # noqa: F401 - tests import it from here
+from outbox_app.devtools.soak.processes import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ class Worker:
     def start(self) -> Worker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox_app.cli", "worker", *self.args],
+            [sys.executable, "-m", "outbox_app", "worker", *self.args],
             env=self.env,
             cwd=str(ROOT),
             stdout=self._log,
@@ -112,9 +112,9 @@ class Worker:
 def one_service_app(tmp_path: Path) -> Any:
     """A worker app for service ``agent`` (one no-op handler) on SQLite, no web view:
     for tests of the app's wiring that never start it."""
-    from outbox_app.app import build_app
     from outbox_app.registry import Registry
     from outbox_app.settings import Settings
+    from outbox_app.worker.app import build_app
 
     registry = Registry()
     registry.handler("chat.persist", service="agent")(lambda ctx: None)

@@ -28,7 +28,7 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "outbox_app.cli",
+            "outbox_app",
             "bench",
             "--n",
             "2000",

@@ -34,7 +34,7 @@ def pid_alive(pid: int) -> bool:
 
 def stats(env: dict[str, str], cwd: Path) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(
-        [sys.executable, "-m", "outbox_app.cli", "stats", "--json"],
+        [sys.executable, "-m", "outbox_app", "stats", "--json"],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -55,7 +55,7 @@ def test_dev_runs_everything_and_stops_the_broker_on_sigterm(tmp_path: Path) -> 
             [
                 sys.executable,
                 "-m",
-                "outbox_app.cli",
+                "outbox_app",
                 "dev",
                 "--demo-rate",
                 "20",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from outbox_app.soak import FAULT_KINDS
-from outbox_app.soak_procs import PrivateMariaDB
+from outbox_app.devtools.soak import FAULT_KINDS
+from outbox_app.devtools.soak.processes import PrivateMariaDB
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def test_short_soak_with_every_fault_loses_and_doubles_nothing(tmp_path: Path) -
     args = ["--seconds", "60", "--rate", "300", "--workers", "2", "--faults", "all"]
     args += ["--fault-interval", "2", "--seed", "20261122", "--json", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "outbox_app.cli", "soak", *args],
+        [sys.executable, "-m", "outbox_app", "soak", *args],
         cwd=str(ROOT),
         capture_output=True,
         text=True,

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from outbox_app import Status, default_registry, publish
-from outbox_app.cli import main
 from outbox_app.database import make_engine
+from outbox_app.ops.cli import main
 from outbox_app.schema import create_schema, db_time
 from outbox_app.store import OutboxStore
 from tests.support import ROOT, free_port
@@ -286,7 +286,7 @@ def test_the_console_script_exits_1_when_the_database_is_unreachable(db: Db) -> 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
     env["OUTBOX_DATABASE_URL"] = f"mysql+mysqldb://root:hunter2@127.0.0.1:{free_port()}/nowhere"
     run = subprocess.run(
-        [sys.executable, "-m", "outbox_app.cli", "stats"],
+        [sys.executable, "-m", "outbox_app", "stats"],
         env=env,
         cwd=str(ROOT),
         capture_output=True,
@@ -301,7 +301,7 @@ def test_the_console_script_exits_1_when_the_database_is_unreachable(db: Db) -> 
 def test_the_console_script_exits_2_on_an_unknown_service(db: Db) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "OUTBOX_DATABASE_URL": db.url}
     run = subprocess.run(
-        [sys.executable, "-m", "outbox_app.cli", "dead", "list", "--service", "nope", "--json"],
+        [sys.executable, "-m", "outbox_app", "dead", "list", "--service", "nope", "--json"],
         env=env,
         cwd=str(ROOT),
         capture_output=True,

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from outbox_app import HandlerContext, PermanentFailure, Registry, Status, publish
 from outbox_app.envelope import Envelope, decode, encode
-from outbox_app.runtime import Runtime
 from outbox_app.settings import Settings
+from outbox_app.worker.runtime import Runtime
 
 metadata = MetaData()
 effects = Table(
@@ -79,7 +79,7 @@ def effect_notes(rt: Runtime) -> list[tuple[int, str]]:
 
 
 def consumer(rt: Runtime):  # type: ignore[no-untyped-def]
-    from outbox_app.consumer import ServiceConsumer
+    from outbox_app.worker.consumer import ServiceConsumer
 
     return ServiceConsumer(rt, "svc")
 
@@ -202,7 +202,7 @@ def test_a_deadlock_victim_batch_runs_again_at_once(
         return real(envs)
 
     c.process = deadlocked_once  # type: ignore[method-assign]
-    with caplog.at_level("WARNING", logger="outbox_app.consumer"):
+    with caplog.at_level("WARNING", logger="outbox_app.worker.consumer"):
         out = asyncio.run(c.handle([encode(runtime.stores["svc"].get(i))[1] for i in ids]))  # type: ignore[arg-type]
     assert calls == [2, 2] and sorted(out.consumed) == ids
     assert not [r for r in caplog.records if "rolled back" in r.getMessage()]  # no 0.2 s wait

@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 from handlers.agent import chat_history
 from outbox_app import Status, default_registry, publish
 from outbox_app.database import make_engine
-from outbox_app.maintenance import Maintenance
-from outbox_app.runtime import Runtime
 from outbox_app.schema import create_schema, db_time
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
+from outbox_app.worker.maintenance import Maintenance
+from outbox_app.worker.runtime import Runtime
 from tests.support import Broker, Worker, port_open, running_broker, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def test_published_rows_past_the_visibility_timeout_go_back_to_pending(
     fresh = published_to_nowhere(engine, 2)
     runtime, m = maintenance(mariadb_db, visibility_timeout=30.0, retention=0.0)
     try:
-        with caplog.at_level(logging.WARNING, logger="outbox_app.maintenance"):
+        with caplog.at_level(logging.WARNING, logger="outbox_app.worker.maintenance"):
             assert asyncio.run(m.run_once()) == {"agent": (1, 0)}
         assert runtime.metrics.recovered.labels("agent")._value.get() == 1
     finally:
@@ -161,7 +161,7 @@ def test_purge_deletes_old_consumed_rows_in_bounded_batches_and_nothing_else(
             deletes.append(statement)
 
     try:
-        with caplog.at_level(logging.INFO, logger="outbox_app.maintenance"):
+        with caplog.at_level(logging.INFO, logger="outbox_app.worker.maintenance"):
             assert asyncio.run(m.run_once()) == {"agent": (0, 7)}
         assert runtime.metrics.purged.labels("agent")._value.get() == 7
     finally:

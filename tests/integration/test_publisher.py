@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from outbox_app.publisher import BatchPublisher, Record
+from outbox_app.worker.producer import BatchPublisher, Record
 from tests.support import Broker, running_broker
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from outbox_app import Registry, Status, publish
-from outbox_app.publisher import Record, Sent, failed
-from outbox_app.runtime import Runtime
 from outbox_app.settings import Settings
+from outbox_app.worker.producer import Record, Sent, failed
+from outbox_app.worker.runtime import Runtime
 
 
 class Sender:
@@ -67,7 +67,7 @@ def add(rt: Runtime, n: int) -> list[int]:
 
 
 def relay(rt: Runtime, sender: Sender):  # type: ignore[no-untyped-def]
-    from outbox_app.relay import Relay
+    from outbox_app.worker.relay import Relay
 
     return Relay(rt, "agent", sender)
 

@@ -16,8 +16,8 @@ from handlers.agent import chat_history
 from handlers.memory import memories
 from outbox_app import default_registry, publish
 from outbox_app.database import make_engine
+from outbox_app.devtools.soak import Ledger, Sent, Soak, SoakConfig
 from outbox_app.schema import create_schema, utcnow
-from outbox_app.soak import Ledger, Sent, Soak, SoakConfig
 from outbox_app.store import OutboxStore
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    default_registry.load_modules(["handlers", "outbox_app.soak_handlers"])
+    default_registry.load_modules(["handlers", "outbox_app.devtools.soak.handlers"])
     eng = make_engine(f"sqlite:///{tmp_path / 'soak.sqlite3'}")
     create_schema(eng, default_registry.routes(), default_registry.metadata)
     try:
@@ -44,7 +44,7 @@ class Book:
         self.n += 1
         uid = f"t{self.n}"
         sent = []
-        from outbox_app.soak_handlers import soak_orders
+        from outbox_app.devtools.soak.handlers import soak_orders
 
         with Session(self.engine) as session:
             session.begin()
@@ -135,7 +135,7 @@ def test_lost_doubled_and_leftovers_are_all_seen(engine: Engine) -> None:
     book.consumed(*over, *under)
     book.memory_row(1, 3, "b", over[1].outbox_id)  # one upsert applied twice
     book.memory_row(2, 1, "c", under[0].outbox_id)  # one upsert never applied
-    from outbox_app.soak_handlers import soak_effects
+    from outbox_app.devtools.soak.handlers import soak_effects
 
     flaky = book.tx([("soak.flaky", {"uid": "f"}, "", "")])[0]
     book.consumed(flaky)

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from outbox_app.topics import TopicGuard
+from outbox_app.worker.topics import TopicGuard
 from tests.support import Broker, running_broker
 
 pytestmark = pytest.mark.integration

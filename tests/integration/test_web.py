@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from outbox_app import Status, default_registry, publish
 from outbox_app.database import make_engine
-from outbox_app.operations import Operations
+from outbox_app.ops.operations import Operations
 from outbox_app.schema import create_schema, db_time
 from outbox_app.store import OutboxStore
 from tests.conftest import fresh_mariadb_database

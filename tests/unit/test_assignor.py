@@ -12,8 +12,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 
-from outbox_app.app import OutboxApp
-from outbox_app.assignor import OutboxAssignor
+from outbox_app.worker.app import OutboxApp
+from outbox_app.worker.compat.assignor import OutboxAssignor
 from tests.support import one_service_app
 
 TOPIC = "outbox.agent"

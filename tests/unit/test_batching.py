@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from outbox_app.batching import run_batches
+from outbox_app.worker.batching import run_batches
 
 
 async def feed(queue: asyncio.Queue[int | None]) -> AsyncIterator[int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from outbox_app.cli import main
-from outbox_app.soak import FAULT_KINDS, SoakResult, parse_faults
+from outbox_app.devtools.soak import FAULT_KINDS, SoakResult, parse_faults
+from outbox_app.ops.cli import main
 
 
 def test_faults_are_chosen_by_name() -> None:

@@ -9,7 +9,7 @@ import pytest
 from mode.exceptions import MaxRestartsExceeded
 from mode.supervisors import OneForOneSupervisor
 
-from outbox_app.supervisor import AgentSupervisor
+from outbox_app.worker.compat.supervisor import AgentSupervisor
 from tests.support import one_service_app
 
 

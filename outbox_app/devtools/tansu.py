@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigurationError
+from outbox_app.errors import ConfigurationError
 
 
 def broker_binary() -> str:

@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
-from ..metrics import Metrics
-from ..records import Status
+from outbox_app.records import Status
+from outbox_app.worker.metrics import Metrics
 
 
 def prime(metrics: Metrics, services: list[str]) -> None:

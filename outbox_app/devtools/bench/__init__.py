@@ -31,11 +31,11 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from .database import make_engine
-from .embedded import broker_command
-from .publish import publish
-from .registry import Registry, default_registry
-from .schema import create_schema, outbox_table, utcnow
+from outbox_app.database import make_engine
+from outbox_app.devtools.tansu import broker_command
+from outbox_app.publish import publish
+from outbox_app.registry import Registry, default_registry
+from outbox_app.schema import create_schema, outbox_table, utcnow
 
 DEFAULT_MYSQL = "mysql+mysqldb://root@127.0.0.1:3306/"
 EVENT = "chat_history.persist"
@@ -148,7 +148,7 @@ class Bench:
         if self.cfg.broker_url:
             yield self.cfg.broker_url
             return
-        from .ports import free_port, wait_port
+        from outbox_app.devtools.ports import free_port, wait_port
 
         port = free_port()
         proc = subprocess.Popen(
@@ -372,7 +372,7 @@ class Bench:
 
     def start_workers(self, url: str, broker_url: str, engine: Engine) -> float:
         """Start the workers; seconds until the first event went through."""
-        from .ports import free_port
+        from outbox_app.devtools.ports import free_port
 
         app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
         started = time.monotonic()
@@ -393,7 +393,7 @@ class Bench:
             log = open(self.tmp / f"worker-{k}.log", "wb")  # noqa: SIM115 - lives with the process
             self.workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "outbox_app.cli", "worker"],
+                    [sys.executable, "-m", "outbox_app", "worker"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import OutboxError
-from .settings import Settings
+from outbox_app.errors import OutboxError
+from outbox_app.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,7 +33,7 @@ FAUST_GLOBAL_FLAGS = ("--debug", "--no-debug", "--quiet", "-q", "--no-color", "-
 
 def run_worker(faust_args: list[str]) -> int:
     """A Faust worker (``faust -A outbox_app.app worker``); extra arguments go to Faust."""
-    from .app import build_app
+    from outbox_app.worker.app import build_app
 
     settings = Settings.from_env()
     app = build_app(settings)
@@ -140,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_soak)
 
-    from . import cli_ops
+    from outbox_app.ops import commands
 
-    cli_ops.add_commands(sub)
+    commands.add_commands(sub)
     return parser
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from .bench import BenchConfig, run_bench
+    from outbox_app.devtools.bench import BenchConfig, run_bench
 
     if ns.n < 1 or ns.workers < 1 or ns.live_rate < 0 or ns.live_seconds < 0:
         raise OutboxError("--n and --workers must be at least 1; rates and times not negative")
@@ -167,7 +167,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
-    from .soak import SoakConfig, parse_faults, run_soak
+    from outbox_app.devtools.soak import SoakConfig, parse_faults, run_soak
 
     try:
         faults = parse_faults(ns.faults)
@@ -196,7 +196,7 @@ def cmd_soak(ns: argparse.Namespace) -> int:
 
 
 def cmd_dev(ns: argparse.Namespace) -> int:
-    from .dev import DevRun
+    from outbox_app.devtools.dev import DevRun
 
     port = ns.web_port or Settings.from_env().web_port
     return DevRun(demo_rate=ns.demo_rate, web_port=port).run()

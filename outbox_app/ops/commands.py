@@ -14,9 +14,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import OutboxError
-from .operations import MAX_IDS, MAX_OFFSET, MAX_PAGE, MAX_PURGE_BATCH, Operations, row_document
-from .settings import Settings, parse_duration
+from outbox_app.errors import OutboxError
+from outbox_app.ops.operations import (
+    MAX_IDS,
+    MAX_OFFSET,
+    MAX_PAGE,
+    MAX_PURGE_BATCH,
+    Operations,
+    row_document,
+)
+from outbox_app.settings import Settings, parse_duration
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -114,7 +121,7 @@ def operator_context(*services: str) -> Operations:
     """Operations on the ``OUTBOX_*`` database; services are checked before connecting."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .registry import default_registry
+    from outbox_app.registry import default_registry
 
     settings = Settings.from_env()
     default_registry.load_modules(settings.handler_modules)

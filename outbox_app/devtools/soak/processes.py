@@ -1,7 +1,7 @@
 """The processes a soak runs and breaks: a MariaDB server, the Tansu broker, workers.
 
 Each can be killed and started again on the same port, which is what the faults of
-``outbox_app.soak`` do to them.
+``outbox_app.devtools.soak`` do to them.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from .embedded import broker_command
-from .ports import free_port, port_open
+from outbox_app.devtools.ports import free_port, port_open
+from outbox_app.devtools.tansu import broker_command
 
 
 def wait_until(
@@ -287,7 +287,7 @@ class WorkerProc:
         self._log.write(f"\n=== soak: start #{self.starts + 1} ===\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox_app.cli", "worker"],
+            [sys.executable, "-m", "outbox_app", "worker"],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ import hmac
 import logging
 from collections.abc import Mapping
 
-from .params import ApiError
+from outbox_app.ops.web.params import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
-from .envelope import encode
-from .publisher import PublishFunc
-from .records import Delivery
-from .runtime import Runtime
-from .store import Claim
+from outbox_app.envelope import encode
+from outbox_app.records import Delivery
+from outbox_app.store import Claim
+from outbox_app.worker.producer import PublishFunc
+from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..operations import MAX_IDS, MAX_OFFSET, MAX_PAGE
+from outbox_app.ops.operations import MAX_IDS, MAX_OFFSET, MAX_PAGE
 
 
 class ApiError(Exception):

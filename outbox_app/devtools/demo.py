@@ -18,8 +18,8 @@ from aiohttp import web
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .publish import publish
-from .registry import Registry
+from outbox_app.publish import publish
+from outbox_app.registry import Registry
 
 log = logging.getLogger(__name__)
 

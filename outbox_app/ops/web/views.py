@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import faust
 from faust.web import Request, Response, View
 
-from ..runtime import Runtime
-from . import dashboard
-from .api import WebApi
-from .params import ApiError
+from outbox_app.ops.web import dashboard
+from outbox_app.ops.web.api import WebApi
+from outbox_app.ops.web.params import ApiError
+from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

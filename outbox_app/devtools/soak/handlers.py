@@ -1,6 +1,6 @@
-"""Handlers of the soak's own service ``soak`` (see ``outbox_app.soak``), kept out of the
+"""Handlers of the soak's own service ``soak`` (see ``outbox_app.devtools.soak``), kept out of the
 business ``handlers`` package. Soak workers load them with
-``OUTBOX_HANDLER_MODULES=handlers,outbox_app.soak_handlers``.
+``OUTBOX_HANDLER_MODULES=handlers,outbox_app.devtools.soak.handlers``.
 
 - ``soak.flaky`` writes one ``soak_effects`` row and then fails at random with the
   probability in ``SOAK_HANDLER_FAILURE_RATE``: the failed attempt's write must roll
@@ -20,9 +20,9 @@ import time
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
-from .context import HandlerContext
-from .registry import default_registry, handler
-from .schema import Id, Timestamp, utcnow
+from outbox_app.context import HandlerContext
+from outbox_app.registry import default_registry, handler
+from outbox_app.schema import Id, Timestamp, utcnow
 
 FAILURE_RATE_ENV = "SOAK_HANDLER_FAILURE_RATE"
 FAILURE_UNTIL_ENV = "SOAK_HANDLER_FAILURE_UNTIL"

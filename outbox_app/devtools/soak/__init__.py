@@ -12,7 +12,7 @@ checks every committed event against its business effect. One result line:
 
 It exits non-zero when anything was lost or doubled, or another invariant broke.
 
-``outbox_app.soak_handlers`` (the ``soak`` service) is imported only when a soak runs:
+``outbox_app.devtools.soak.handlers`` (the ``soak`` service) is imported only when a soak runs:
 importing this module registers nothing.
 """
 
@@ -41,24 +41,24 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.orm import Session
 
-from .database import make_engine
-from .envelope import encode
-from .ports import free_port
-from .publish import publish
-from .registry import Registry, default_registry
-from .schema import create_schema, outbox_table, utcnow
-from .soak_procs import (
+from outbox_app.database import make_engine
+from outbox_app.devtools.ports import free_port
+from outbox_app.devtools.soak.processes import (
     BrokerProc,
     DatabaseServer,
     PrivateMariaDB,
     SharedMariaDB,
     WorkerProc,
 )
-from .store import OutboxStore
+from outbox_app.envelope import encode
+from outbox_app.publish import publish
+from outbox_app.registry import Registry, default_registry
+from outbox_app.schema import create_schema, outbox_table, utcnow
+from outbox_app.store import OutboxStore
 
 FAULT_KINDS = ("kill", "stop", "broker", "dbconn", "dbrestart", "handler", "poison")
 SERVICES = ("agent", "memory", "soak", "task")
-HANDLER_MODULES = "handlers,outbox_app.soak_handlers"
+HANDLER_MODULES = "handlers,outbox_app.devtools.soak.handlers"
 SESSION_TIMEOUT_S = 6.0
 DOOMED_MAX_RETRY = 3
 USERS = 200
@@ -236,7 +236,7 @@ class Producer:
         return kind, {"uid": f"{uid}.{i}"}, f"s-{user}", "", "", retries
 
     def _transaction(self, rng: random.Random, uid: str, n: int) -> int:
-        from .soak_handlers import soak_orders
+        from outbox_app.devtools.soak.handlers import soak_orders
 
         events = [self._event(rng, uid, i) for i in range(n)]
         deliberate = rng.random() < self.cfg.rollback_share
@@ -391,7 +391,7 @@ class Soak:
             OUTBOX_BACKOFF_CAP="3",
             PYTHONUNBUFFERED="1",
         )
-        from .soak_handlers import FAILURE_RATE_ENV, FAILURE_UNTIL_ENV
+        from outbox_app.devtools.soak.handlers import FAILURE_RATE_ENV, FAILURE_UNTIL_ENV
 
         # Injected handler failures stop with the fault schedule, so the drain after the
         # last fault is measured without them.
@@ -404,7 +404,7 @@ class Soak:
     # -- the run ------------------------------------------------------------------------
     def run(self) -> SoakResult:
         cfg = self.cfg
-        self.registry.load_modules(["handlers", "outbox_app.soak_handlers"])
+        self.registry.load_modules(["handlers", "outbox_app.devtools.soak.handlers"])
         # The producer's pooled connections die with every database fault, by design.
         logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
         self.say(f"seed {self.seed}; logs in {self.tmp}")
@@ -732,7 +732,7 @@ class Soak:
         }
 
     def injected_handler_failures(self) -> int:
-        from .soak_handlers import INJECTED
+        from outbox_app.devtools.soak.handlers import INJECTED
 
         pattern = re.compile(re.escape(INJECTED) + r" outbox_id=(\d+) attempt=(\d+)")
         seen: set[tuple[str, str]] = set()

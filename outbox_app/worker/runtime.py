@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .database import DatabaseExecutor, make_engine
-from .metrics import Metrics
-from .registry import Registry
-from .retry import RetryPolicy
-from .schema import create_schema
-from .settings import Settings
-from .store import OutboxStore
+from outbox_app.database import DatabaseExecutor, make_engine
+from outbox_app.registry import Registry
+from outbox_app.retry import RetryPolicy
+from outbox_app.schema import create_schema
+from outbox_app.settings import Settings
+from outbox_app.store import OutboxStore
+from outbox_app.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from .runtime import Runtime
+from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

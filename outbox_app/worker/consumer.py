@@ -21,14 +21,14 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from .batching import run_batches
-from .context import Event, HandlerContext, WriteBuffer
-from .envelope import BadEnvelope, Envelope, decode
-from .errors import DatabaseUnavailable, PermanentFailure
-from .payloads import coerce
-from .records import Delivery, Status
-from .registry import HandlerSpec
-from .runtime import Runtime
+from outbox_app.context import Event, HandlerContext, WriteBuffer
+from outbox_app.envelope import BadEnvelope, Envelope, decode
+from outbox_app.errors import DatabaseUnavailable, PermanentFailure
+from outbox_app.payloads import coerce
+from outbox_app.records import Delivery, Status
+from outbox_app.registry import HandlerSpec
+from outbox_app.worker.batching import run_batches
+from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

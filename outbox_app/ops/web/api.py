@@ -10,12 +10,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..errors import DatabaseUnavailable, OutboxError
-from ..operations import Operations, row_document
-from ..runtime import Runtime
-from . import params, prom
-from .auth import AdminGate
-from .sampler import StatsSampler
+from outbox_app.errors import DatabaseUnavailable, OutboxError
+from outbox_app.ops.operations import Operations, row_document
+from outbox_app.ops.web import params, prom
+from outbox_app.ops.web.auth import AdminGate
+from outbox_app.ops.web.sampler import StatsSampler
+from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

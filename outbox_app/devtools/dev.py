@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass, field
 from types import FrameType
 
-from .demo import DemoTraffic
-from .embedded import broker_command
-from .ports import free_port, wait_port
+from outbox_app.devtools.demo import DemoTraffic
+from outbox_app.devtools.ports import free_port, wait_port
+from outbox_app.devtools.tansu import broker_command
 
 DEV_DATABASE_URL = "sqlite:///outbox-dev.sqlite3"
 
@@ -42,15 +42,13 @@ class DevRun:
         try:
             env = self._prepare_env()
             if not env.get("OUTBOX_NOTIFICATION_WEBHOOK_URL"):
-                from .demo import DemoWebhook
+                from outbox_app.devtools.demo import DemoWebhook
 
                 webhook = DemoWebhook(free_port())
                 webhook.start()
                 env["OUTBOX_NOTIFICATION_WEBHOOK_URL"] = webhook.url
                 self.say(f"notification webhook: {webhook.url} (local receiver)")
-            self.worker = subprocess.Popen(
-                [sys.executable, "-m", "outbox_app.cli", "worker"], env=env
-            )
+            self.worker = subprocess.Popen([sys.executable, "-m", "outbox_app", "worker"], env=env)
             self.say(f"web view: http://127.0.0.1:{self.web_port}/outbox/")
             if self.demo_rate > 0:
                 demo = self._start_demo(env)
@@ -87,16 +85,16 @@ class DevRun:
                 raise RuntimeError(f"the embedded broker did not listen on port {port}")
             env["OUTBOX_BROKER_URL"] = f"kafka://127.0.0.1:{port}"
             self.say(f"broker pid {self.broker.pid} on 127.0.0.1:{port} (Tansu, in memory)")
-        from .settings import mask_url
+        from outbox_app.settings import mask_url
 
         self.say(f"database {mask_url(env['OUTBOX_DATABASE_URL'])}")
         return env
 
     def _start_demo(self, env: dict[str, str]) -> DemoTraffic:
-        from .database import make_engine
-        from .registry import default_registry
-        from .schema import create_schema
-        from .settings import Settings
+        from outbox_app.database import make_engine
+        from outbox_app.registry import default_registry
+        from outbox_app.schema import create_schema
+        from outbox_app.settings import Settings
 
         settings = Settings.from_env(env)
         default_registry.load_modules(settings.handler_modules)

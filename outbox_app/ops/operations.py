@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from .database import make_engine
-from .errors import OutboxError
-from .records import OutboxRow, Status
-from .registry import Registry, default_registry
-from .schema import create_schema
-from .settings import Settings
-from .store import OutboxStore
+from outbox_app.database import make_engine
+from outbox_app.errors import OutboxError
+from outbox_app.records import OutboxRow, Status
+from outbox_app.registry import Registry, default_registry
+from outbox_app.schema import create_schema
+from outbox_app.settings import Settings
+from outbox_app.store import OutboxStore
 
 MAX_PAGE = 500  # rows per dead-letter page
 MAX_OFFSET = 10_000_000
