@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps lint test run bench soak clean
+.PHONY: install system-deps lint test test-unit test-integration test-e2e run bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,16 @@ lint: install
 
 test: system-deps install lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# One layer at a time (each folder of tests/ is a layer; `make test` runs them all).
+test-unit: install
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: system-deps install
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: system-deps install
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 run:
 	bash scripts/system-deps.sh --build-only

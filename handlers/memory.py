@@ -9,7 +9,8 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from outbox_app import HandlerContext, default_registry, handler
-from outbox_app.schema import Id, Timestamp, utcnow
+from outbox_app.clock import utcnow
+from outbox_app.schema import Id, Timestamp
 
 metadata = default_registry.add_metadata(MetaData())
 

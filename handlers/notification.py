@@ -29,7 +29,8 @@ from sqlalchemy import (
 )
 
 from outbox_app import Event, HandlerContext, default_registry, handler
-from outbox_app.schema import Id, Timestamp, utcnow
+from outbox_app.clock import utcnow
+from outbox_app.schema import Id, Timestamp
 
 WEBHOOK_ENV = "OUTBOX_NOTIFICATION_WEBHOOK_URL"
 TIMEOUT_S = float(os.environ.get("OUTBOX_NOTIFICATION_TIMEOUT", "10"))

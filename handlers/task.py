@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert, select, update
 
 from outbox_app import HandlerContext, PermanentFailure, default_registry, handler
-from outbox_app.schema import Timestamp, utcnow
+from outbox_app.clock import utcnow
+from outbox_app.schema import Timestamp
 
 metadata = default_registry.add_metadata(MetaData())
 

@@ -50,9 +50,6 @@ class WriteBuffer:
         for (table, _), batch in rows.items():
             session.execute(insert(table), batch)
 
-    def discard(self) -> None:
-        self._rows.clear()
-
 
 @dataclass
 class HandlerContext:

@@ -94,14 +94,6 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def is_mysql(engine: Engine) -> bool:
-    return engine.dialect.name in ("mysql", "mariadb")
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 class DatabaseExecutor:
     """Runs blocking database calls in threads, one per pooled connection, so the
     event loop (Kafka heartbeats, the web view) never waits on the database.

@@ -15,6 +15,9 @@ from outbox_app.tracing import child_of
 
 VERSION = 1
 
+# key, value, headers of one Kafka record
+KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
 
 class BadEnvelope(ValueError):
     """A record on a service topic that is not an outbox envelope."""
@@ -29,7 +32,7 @@ class Envelope:
     attempt: int
 
 
-def encode(row: Delivery | OutboxRow) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+def encode(row: Delivery | OutboxRow) -> KafkaRecord:
     """(key, value, headers) of the Kafka record for ``row``."""
     head = json.dumps(
         {

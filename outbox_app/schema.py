@@ -1,14 +1,13 @@
-"""The outbox table, defined once and instantiated per service, and the database clock.
+"""The outbox table, defined once and instantiated per service, and the column types
+business tables share with it (``Id``, ``Timestamp``).
 
-Times are naive UTC with microseconds (``DATETIME(6)`` on MySQL). Due-ness and
-timeouts are decided by the database clock, never by a worker's clock.
+Times are naive UTC with microseconds (``DATETIME(6)`` on MySQL).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,8 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from outbox_app.routing import Route
 
@@ -103,72 +100,3 @@ def create_schema(engine: Engine, routes: Iterable[Route], extra: Iterable[MetaD
             if is_mysql:
                 conn.execute(text("SELECT RELEASE_LOCK('outbox_app_schema')"))
                 conn.commit()
-
-
-def drop_schema(engine: Engine, routes: Iterable[Route], extra: Iterable[MetaData] = ()) -> None:
-    with engine.begin() as conn:
-        for md in [*extra, *(outbox_table(r).metadata for r in routes)]:
-            md.drop_all(conn, checkfirst=True)
-
-
-# -- database clock ----------------------------------------------------------------
-
-
-class utcnow(FunctionElement[Any]):
-    """The database's current UTC time with microseconds."""
-
-    type = Timestamp
-    inherit_cache = True
-
-
-class utcnow_plus(FunctionElement[Any]):
-    """The database's current UTC time plus a number of seconds (a bound float)."""
-
-    type = Timestamp
-    inherit_cache = True
-
-
-@compiles(utcnow)
-def _utcnow_default(element: utcnow, compiler: Any, **kw: Any) -> str:
-    return "CURRENT_TIMESTAMP"
-
-
-@compiles(utcnow, "mysql")
-@compiles(utcnow, "mariadb")
-def _utcnow_mysql(element: utcnow, compiler: Any, **kw: Any) -> str:
-    return "UTC_TIMESTAMP(6)"
-
-
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element: utcnow, compiler: Any, **kw: Any) -> str:
-    # SQLAlchemy's SQLite DATETIME stores 'YYYY-MM-DD HH:MM:SS.ffffff'; %f gives ms.
-    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
-
-
-@compiles(utcnow_plus, "mysql")
-@compiles(utcnow_plus, "mariadb")
-def _utcnow_plus_mysql(element: utcnow_plus, compiler: Any, **kw: Any) -> str:
-    (seconds,) = element.clauses
-    return (
-        f"DATE_ADD(UTC_TIMESTAMP(6), INTERVAL CAST(ROUND({compiler.process(seconds, **kw)}"
-        " * 1000000) AS SIGNED) MICROSECOND)"
-    )
-
-
-@compiles(utcnow_plus, "sqlite")
-def _utcnow_plus_sqlite(element: utcnow_plus, compiler: Any, **kw: Any) -> str:
-    (seconds,) = element.clauses
-    return (
-        "strftime('%Y-%m-%d %H:%M:%f000', 'now', "
-        f"printf('%+.3f seconds', {compiler.process(seconds, **kw)}))"
-    )
-
-
-def db_time(seconds: float | ColumnElement[Any] = 0.0) -> ColumnElement[Any]:
-    """Database now, shifted by ``seconds`` (may be negative)."""
-    if isinstance(seconds, int | float) and seconds == 0:
-        return utcnow()
-    from sqlalchemy import literal
-
-    value = seconds if isinstance(seconds, ColumnElement) else literal(float(seconds))
-    return utcnow_plus(value)

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Insert, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.sql.elements import BindParameter
 
+from outbox_app.clock import db_time, utcnow
 from outbox_app.records import DELIVERY_COLUMNS, LIVE, Status
-from outbox_app.schema import db_time, utcnow
 
 
 @dataclass

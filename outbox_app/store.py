@@ -32,10 +32,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from outbox_app.clock import db_time, utcnow
 from outbox_app.records import LIVE, Delivery, OutboxRow, Status
 from outbox_app.retry import RetryPolicy
 from outbox_app.routing import Route
-from outbox_app.schema import MAX_ERROR_CHARS, db_time, outbox_table, utcnow
+from outbox_app.schema import MAX_ERROR_CHARS, outbox_table
 from outbox_app.statements import hot_statements
 
 log = logging.getLogger(__name__)
@@ -51,24 +52,6 @@ class Claim:
     @property
     def ids(self) -> list[int]:
         return [r.id for r in self.rows]
-
-
-@dataclass(frozen=True)
-class ServiceCounts:
-    pending: int = 0
-    published: int = 0
-    consumed: int = 0
-    dead: int = 0
-    oldest_pending_age_s: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "pending": self.pending,
-            "published": self.published,
-            "consumed": self.consumed,
-            "dead": self.dead,
-            "oldest_pending_age_s": self.oldest_pending_age_s,
-        }
 
 
 @dataclass(frozen=True)
@@ -136,7 +119,7 @@ class OutboxStore:
             token = found[0][-1]
             claimed = [Delivery.from_row(r[:-1]) for r in found]
             conn.execute(self._sql.claim_lease, {"ids": [r.id for r in claimed], "token": token})
-        return Claim(claimed, _as_datetime(token))
+        return Claim(claimed, as_datetime(token))
 
     def mark_published(self, ids: Sequence[int], token: datetime) -> int:
         """pending -> published for rows still holding this claim's token."""
@@ -342,48 +325,11 @@ class OutboxStore:
             if len(ids) < batch:
                 return total
 
-    def counts(self) -> ServiceCounts:
-        t = self.table
-        with self.engine.connect() as conn:
-            now = conn.execute(select(utcnow())).scalar_one()
-            rows = conn.execute(
-                select(t.c.status, func.count(), func.min(t.c.created_at)).group_by(t.c.status)
-            ).all()
-        by_status = {status: (n, oldest) for status, n, oldest in rows}
-        oldest = by_status.get(Status.PENDING.value, (0, None))[1]
-        age = None
-        if oldest is not None:
-            age = round(max(0.0, (_as_datetime(now) - _as_datetime(oldest)).total_seconds()), 3)
-        return ServiceCounts(
-            **{s.value: int(by_status.get(s.value, (0, None))[0]) for s in Status},
-            oldest_pending_age_s=age,
-        )
-
     def get(self, row_id: int) -> OutboxRow | None:
         t = self.table
         with self.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.id == row_id)).first()
         return OutboxRow.from_row(row) if row is not None else None
-
-    def list_by_status(
-        self,
-        status: Status,
-        *,
-        limit: int = 50,
-        offset: int = 0,
-        event_type: str | None = None,
-    ) -> list[OutboxRow]:
-        t = self.table
-        query = select(t).where(t.c.status == status.value)
-        if event_type is not None:
-            query = query.where(t.c.event_type == event_type)
-        query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
-            return [OutboxRow.from_row(r) for r in conn.execute(query).all()]
-
-    def db_now(self) -> datetime:
-        with self.engine.connect() as conn:
-            return _as_datetime(conn.execute(select(utcnow())).scalar_one())
 
 
 def _rowcount(result: Any) -> int:
@@ -395,7 +341,7 @@ def _is_live(t: Any) -> Any:
     return or_(*(t.c.status == s for s in LIVE))
 
 
-def _as_datetime(value: Any) -> datetime:
+def as_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))  # SQLite returns text for expressions

@@ -14,6 +14,19 @@ from outbox_app.database import make_engine
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema
 
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test's folder is its layer: ``unit`` needs nothing, ``integration`` a database
+    and/or a broker with our code in the test process, ``e2e`` worker processes."""
+    for item in items:
+        parts = item.path.parts
+        for layer in LAYERS:
+            if layer in parts:
+                item.add_marker(getattr(pytest.mark, layer))
+
+
 MYSQL_ADMIN_URL = os.environ.get("OUTBOX_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/")
 
 

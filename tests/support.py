@@ -6,28 +6,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from outbox_app.devtools.ports import free_port, port_open  # noqa: F401 - tests import it from here
+from outbox_app.devtools.ports import free_port, port_open, wait_until  # noqa: F401 - tests import them from here
 from outbox_app.devtools.soak.processes import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """Poll ``condition`` until it returns something truthy, or fail the test after ``timeout``."""
+    try:
+        return wait_until(what, condition, timeout, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class Broker(BrokerProc):

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from outbox_app.database import make_engine
 from outbox_app.errors import OutboxError
+from outbox_app.ops.queries import OutboxQueries
 from outbox_app.records import OutboxRow, Status
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema
@@ -33,6 +34,11 @@ MAX_PURGE_BATCH = 100_000
 class Operations:
     registry: Registry
     stores: dict[str, OutboxStore]
+
+    def __post_init__(self) -> None:
+        self.queries = {
+            name: OutboxQueries(store.engine, store.route) for name, store in self.stores.items()
+        }
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> Operations:
@@ -75,17 +81,7 @@ class Operations:
     # -- reading -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """The document of ``outbox-app stats --json`` and ``GET /outbox/stats/``."""
-        return {"services": {name: s.counts().as_dict() for name, s in self.stores.items()}}
-
-    def dead(
-        self, service: str, limit: int = 50, offset: int = 0, event_type: str | None = None
-    ) -> list[OutboxRow]:
-        check_page(limit, offset)
-        if event_type is not None:
-            self.check_event_type(event_type, service)
-        return self.store(service).list_by_status(
-            Status.DEAD, limit=limit, offset=offset, event_type=event_type
-        )
+        return {"services": {name: q.counts().as_dict() for name, q in self.queries.items()}}
 
     def dead_page(
         self, service: str, limit: int = 50, offset: int = 0, event_type: str | None = None
@@ -95,7 +91,7 @@ class Operations:
         store = self.store(service)
         if event_type is not None:
             self.check_event_type(event_type, service)
-        rows = store.list_by_status(
+        rows = self.queries[store.route.service].list_by_status(
             Status.DEAD, limit=limit + 1, offset=offset, event_type=event_type
         )
         more = len(rows) > limit

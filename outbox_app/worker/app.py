@@ -17,39 +17,18 @@ import faust
 from outbox_app.registry import Registry, default_registry
 from outbox_app.settings import Settings
 from outbox_app.worker.compat.assignor import OutboxAssignor
+from outbox_app.worker.compat.log_noise import quiet_relay_overlap, restore_root_log_level
+from outbox_app.worker.compat.producer import aiokafka_producer
 from outbox_app.worker.compat.supervisor import AgentSupervisor
 from outbox_app.worker.compat.transport import Transport
 from outbox_app.worker.consumer import ServiceConsumer
 from outbox_app.worker.maintenance import Maintenance
-from outbox_app.worker.producer import BatchPublisher
+from outbox_app.worker.producer import BatchProducer
 from outbox_app.worker.relay import Relay
 from outbox_app.worker.runtime import Runtime
 from outbox_app.worker.topics import TopicGuard
 
 log = logging.getLogger(__name__)
-
-
-class _RelayOverlapFilter(logging.Filter):
-    """A relay round that drains a backlog outlasts the timer interval by design."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.msg.startswith("Timer %s is overlapping")
-            and str(record.args[0] if record.args else "").startswith("outbox.")  # type: ignore[index]
-        )
-
-
-logging.getLogger("mode.timers").addFilter(_RelayOverlapFilter())
-
-
-def restore_root_log_level() -> None:
-    """Faust's worker, at log level warn and above, sets the root logger to DEBUG for
-    its start-up spinner and leaves it there: every library debug call (aiokafka logs
-    each send) then builds a record that no handler prints. Back to the handlers' level."""
-    root = logging.getLogger()
-    levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler"]
-    if levels and root.level < min(levels):
-        root.setLevel(min(levels))
 
 
 class OutboxApp(faust.App):
@@ -89,6 +68,7 @@ def app_id_for(settings: Settings, registry: Registry, services: list[str]) -> s
 
 def build_app(settings: Settings | None = None, registry: Registry | None = None) -> OutboxApp:
     """Build a worker app; fails fast on handler and route problems."""
+    quiet_relay_overlap()
     settings = settings or Settings.from_env()
     registry = registry or default_registry
     registry.load_modules(settings.handler_modules)
@@ -132,8 +112,8 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
     )
 
     # The topic must exist before anything is produced to it (see topics.py).
-    publish = BatchPublisher(
-        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+    publish = BatchProducer(
+        lambda: aiokafka_producer(app),
         before_send=guard.check,
         on_failure=guard.suspect,
     )

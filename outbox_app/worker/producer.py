@@ -18,12 +18,13 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-# key, value, headers of one Kafka record
-Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+from outbox_app.envelope import KafkaRecord
+from outbox_app.worker.compat.producer import available_partitions
+
 # (indices of the records in one batch, its ack future); a batch that could not be
 # handed to the producer comes back with the exception set on its future.
 Sent = list[tuple[list[int], "asyncio.Future[Any]"]]
-PublishFunc = Callable[[str, list[Record]], Awaitable[Sent]]
+PublishFunc = Callable[[str, list[KafkaRecord]], Awaitable[Sent]]
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -46,7 +47,7 @@ def failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
-class BatchPublisher:
+class BatchProducer:
     """``publish(topic, records)`` for the relay, on an aiokafka producer."""
 
     def __init__(
@@ -59,13 +60,13 @@ class BatchPublisher:
         self._before_send = before_send
         self._on_failure = on_failure or (lambda: None)
 
-    async def __call__(self, topic: str, records: list[Record]) -> Sent:
+    async def __call__(self, topic: str, records: list[KafkaRecord]) -> Sent:
         try:
             if self._before_send is not None:
                 await self._before_send()
             producer = self._producer()
             partitions = sorted(await producer.partitions_for(topic))
-            available = list(producer.client.cluster.available_partitions_for_topic(topic) or ())
+            available = available_partitions(producer, topic)
         except Exception as exc:  # noqa: BLE001 - the whole round fails as one attempt
             self._on_failure()
             return [(list(range(len(records))), failed(exc))]
@@ -95,7 +96,7 @@ class BatchPublisher:
         producer: Any,
         topic: str,
         partition: int,
-        records: list[Record],
+        records: list[KafkaRecord],
         indices: list[int],
         sent: Sent,
     ) -> None:
@@ -122,6 +123,6 @@ class BatchPublisher:
         return future
 
 
-def _append(batch: Any, record: Record) -> bool:
+def _append(batch: Any, record: KafkaRecord) -> bool:
     key, value, headers = record
     return batch.append(timestamp=None, key=key, value=value, headers=headers) is not None

@@ -6,7 +6,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
 from outbox_app import HandlerContext, default_registry, handler
-from outbox_app.schema import Id, Timestamp, utcnow
+from outbox_app.clock import utcnow
+from outbox_app.schema import Id, Timestamp
 
 metadata = default_registry.add_metadata(MetaData())
 

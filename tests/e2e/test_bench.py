@@ -9,11 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import ROOT
-
-pytestmark = pytest.mark.e2e
 
 LINE = re.compile(
     r"^BENCH n=2000 workers=1 write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "

@@ -11,15 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox_app import default_registry, publish
 from outbox_app.database import make_engine
 from tests.support import ROOT, free_port, wait_for
-
-pytestmark = pytest.mark.e2e
 
 
 def pid_alive(pid: int) -> bool:

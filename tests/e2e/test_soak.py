@@ -18,8 +18,6 @@ from outbox_app.devtools.soak import FAULT_KINDS
 from outbox_app.devtools.soak.processes import PrivateMariaDB
 from tests.support import ROOT
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.mark.timeout(480)
 @pytest.mark.skipif(

@@ -31,8 +31,6 @@ from tests.e2e.helpers import (
 )
 from tests.support import Broker, Worker, running_broker, wait_for, worker_env
 
-pytestmark = pytest.mark.e2e
-
 
 class Stack:
     """A database, a broker and the workers of one test."""

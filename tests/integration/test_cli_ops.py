@@ -16,13 +16,12 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from outbox_app import Status, default_registry, publish
+from outbox_app.clock import db_time
 from outbox_app.database import make_engine
 from outbox_app.ops.cli import main
-from outbox_app.schema import create_schema, db_time
+from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
 from tests.support import ROOT, free_port
-
-pytestmark = pytest.mark.integration
 
 
 @dataclass

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from outbox_app import HandlerContext, PermanentFailure, Registry, Status, publish
 from outbox_app.envelope import Envelope, decode, encode
+from outbox_app.handling import BatchHandling
 from outbox_app.settings import Settings
 from outbox_app.worker.runtime import Runtime
 
@@ -78,10 +79,8 @@ def effect_notes(rt: Runtime) -> list[tuple[int, str]]:
         return [tuple(r) for r in conn.execute(select(effects.c.outbox_id, effects.c.note))]
 
 
-def consumer(rt: Runtime):  # type: ignore[no-untyped-def]
-    from outbox_app.worker.consumer import ServiceConsumer
-
-    return ServiceConsumer(rt, "svc")
+def handling(rt: Runtime) -> BatchHandling:
+    return BatchHandling(rt.stores["svc"], rt.registry)
 
 
 def test_one_failing_handler_does_not_undo_the_others(runtime: Runtime) -> None:
@@ -90,7 +89,7 @@ def test_one_failing_handler_does_not_undo_the_others(runtime: Runtime) -> None:
         [("svc.ok", {}), ("svc.fail", {"n": 1}), ("svc.ok", {}), ("svc.permanent", {})],
     )
     ok1, failing, ok2, permanent = ids
-    out = consumer(runtime).process(envelopes(runtime, ids))
+    out = handling(runtime).run(envelopes(runtime, ids))
     assert sorted(out.consumed) == [ok1, ok2]
     assert list(out.failed) == [failing] and "ValueError: cannot handle" in out.failed[failing]
     assert list(out.dead) == [permanent]
@@ -113,13 +112,13 @@ def test_one_failing_handler_does_not_undo_the_others(runtime: Runtime) -> None:
 def test_duplicates_and_unknown_ids_are_skipped(runtime: Runtime) -> None:
     (row_id,) = publish_rows(runtime, [("svc.ok", {})])
     envs = envelopes(runtime, [row_id])
-    c = consumer(runtime)
-    first = c.process(envs + envs)  # the same envelope twice in one batch
+    c = handling(runtime)
+    first = c.run(envs + envs)  # the same envelope twice in one batch
     assert first.consumed == [row_id] and first.duplicates == [row_id]
-    again = c.process(envs)  # redelivered after the commit
+    again = c.run(envs)  # redelivered after the commit
     assert again.consumed == [] and again.duplicates == [row_id]
     ghost = Envelope(987_654, "svc.ok", "svc", None, 1)
-    assert c.process([ghost]).unknown_ids == [987_654]
+    assert c.run([ghost]).unknown_ids == [987_654]
     assert effect_notes(runtime) == [(row_id, "ok")]
 
 
@@ -132,7 +131,7 @@ def test_unknown_event_type_and_bad_payload_go_dead(runtime: Runtime) -> None:
         broken = store.add(
             conn, event_type="svc.ok", payload_json="{not json", key=None, max_retry=5
         )
-    out = consumer(runtime).process(envelopes(runtime, [retired, broken]))
+    out = handling(runtime).run(envelopes(runtime, [retired, broken]))
     assert out.dead[retired] == "unknown event type 'svc.retired' for service 'svc'"
     assert out.dead[broken].startswith("undecodable payload")
     assert store.get(retired).status is Status.DEAD  # type: ignore[union-attr]
@@ -140,7 +139,7 @@ def test_unknown_event_type_and_bad_payload_go_dead(runtime: Runtime) -> None:
 
 def test_a_handler_publishes_further_events_atomically(runtime: Runtime) -> None:
     (chain,) = publish_rows(runtime, [("svc.chain", {})])
-    out = consumer(runtime).process(envelopes(runtime, [chain]))
+    out = handling(runtime).run(envelopes(runtime, [chain]))
     assert out.consumed == [chain]
     store = runtime.stores["svc"]
     claim = store.claim_due(10, 30)
@@ -160,7 +159,7 @@ def test_failed_child_publish_rolls_back_with_its_handler(runtime: Runtime) -> N
         ctx.publish("nobody.owns.this", {})
 
     (row_id,) = publish_rows(runtime, [("svc.badchain", {})])
-    out = consumer(runtime).process(envelopes(runtime, [row_id]))
+    out = handling(runtime).run(envelopes(runtime, [row_id]))
     assert row_id in out.failed and "unknown event type 'nobody.owns.this'" in out.failed[row_id]
     with runtime.engine.connect() as conn:
         table = runtime.stores["svc"].table
@@ -180,7 +179,7 @@ def test_a_handler_rolling_back_its_session_undoes_only_its_own_writes(runtime: 
         ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="after"))
 
     ok1, undo, ok2 = publish_rows(runtime, [("svc.ok", {}), ("svc.rollback", {}), ("svc.ok", {})])
-    out = consumer(runtime).process(envelopes(runtime, [ok1, undo, ok2]))
+    out = handling(runtime).run(envelopes(runtime, [ok1, undo, ok2]))
     assert sorted(out.consumed) == [ok1, undo, ok2]
     assert sorted(effect_notes(runtime)) == [(ok1, "ok"), (undo, "after"), (ok2, "ok")]
 
@@ -191,8 +190,10 @@ def test_a_deadlock_victim_batch_runs_again_at_once(
     from sqlalchemy.exc import OperationalError
 
     ids = publish_rows(runtime, [("svc.ok", {}), ("svc.ok", {})])
-    c = consumer(runtime)
-    real, calls = c.process, []
+    from outbox_app.worker.consumer import ServiceConsumer
+
+    c = ServiceConsumer(runtime, "svc")
+    real, calls = c.handling.run, []
 
     def deadlocked_once(envs: list[Envelope]):  # type: ignore[no-untyped-def]
         calls.append(len(envs))
@@ -201,7 +202,7 @@ def test_a_deadlock_victim_batch_runs_again_at_once(
             raise OperationalError("SELECT ...", {}, Exception(1213, "Deadlock found"))
         return real(envs)
 
-    c.process = deadlocked_once  # type: ignore[method-assign]
+    c.handling.run = deadlocked_once  # type: ignore[method-assign]
     with caplog.at_level("WARNING", logger="outbox_app.worker.consumer"):
         out = asyncio.run(c.handle([encode(runtime.stores["svc"].get(i))[1] for i in ids]))  # type: ignore[arg-type]
     assert calls == [2, 2] and sorted(out.consumed) == ids

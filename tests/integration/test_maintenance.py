@@ -23,15 +23,14 @@ from sqlalchemy.orm import Session
 
 from handlers.agent import chat_history
 from outbox_app import Status, default_registry, publish
+from outbox_app.clock import db_now, db_time
 from outbox_app.database import make_engine
-from outbox_app.schema import create_schema, db_time
+from outbox_app.schema import create_schema
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
 from outbox_app.worker.maintenance import Maintenance
 from outbox_app.worker.runtime import Runtime
 from tests.support import Broker, Worker, port_open, running_broker, wait_for, worker_env
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -305,7 +304,7 @@ def test_a_large_purge_does_not_stop_the_relay(
         shift(engine, keep_dead, "updated_at", 5 * 86400)
         # Then many rows consumed two days ago, in one transaction so the purge meets them
         # all at once.
-        now = store.db_now()
+        now = db_now(store.engine)
         old = now - timedelta(days=2)
         big = 50_000
         with engine.begin() as conn:

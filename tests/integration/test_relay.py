@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy.orm import Session
 
 from outbox_app import Registry, Status, publish
+from outbox_app.envelope import KafkaRecord
+from outbox_app.ops.queries import OutboxQueries
 from outbox_app.settings import Settings
-from outbox_app.worker.producer import Record, Sent, failed
+from outbox_app.worker.producer import Sent, failed
 from outbox_app.worker.runtime import Runtime
 
 
@@ -26,7 +28,7 @@ class Sender:
         self.fail_ids = fail_ids or set()
         self.refuse_after = refuse_after
 
-    async def __call__(self, topic: str, records: list[Record]) -> Sent:
+    async def __call__(self, topic: str, records: list[KafkaRecord]) -> Sent:
         out: Sent = []
         for i, (key, value, headers) in enumerate(records):
             if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
@@ -120,7 +122,7 @@ def test_tick_drains_a_backlog_larger_than_a_batch_in_one_call(runtime: Runtime)
 
     asyncio.run(one_tick())
     assert len(sender.sent) == 25
-    assert runtime.stores["agent"].counts().published == 25
+    assert OutboxQueries(runtime.engine, runtime.registry.route("agent")).counts().published == 25
 
 
 def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
@@ -156,4 +158,4 @@ def test_a_mark_that_loses_a_deadlock_is_made_again(runtime: Runtime) -> None:
     r.store.mark_published = deadlocked_once  # type: ignore[method-assign]
     assert asyncio.run(r.run_once()) == 3
     assert calls == [ids, ids]
-    assert runtime.stores["agent"].counts().published == 3
+    assert OutboxQueries(runtime.engine, runtime.registry.route("agent")).counts().published == 3

@@ -15,12 +15,11 @@ from sqlalchemy.orm import Session
 from handlers.agent import chat_history
 from handlers.memory import memories
 from outbox_app import default_registry, publish
+from outbox_app.clock import utcnow
 from outbox_app.database import make_engine
 from outbox_app.devtools.soak import Ledger, Sent, Soak, SoakConfig
-from outbox_app.schema import create_schema, utcnow
+from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

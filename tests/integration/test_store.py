@@ -10,6 +10,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from outbox_app import InvalidEvent, Status, UnknownEventType, WrongService, publish
+from outbox_app.ops.queries import OutboxQueries
 from outbox_app.registry import Registry
 from outbox_app.retry import RetryPolicy
 from outbox_app.schema import create_schema, outbox_table
@@ -30,6 +31,10 @@ def add(
 
 def store(engine: Engine, registry: Registry, service: str = "agent") -> OutboxStore:
     return OutboxStore(engine, registry.route(service), NO_JITTER)
+
+
+def queries(engine: Engine, registry: Registry, service: str = "agent") -> OutboxQueries:
+    return OutboxQueries(engine, registry.route(service))
 
 
 def status_of(s: OutboxStore, row_id: int) -> Status:
@@ -399,10 +404,10 @@ def test_counts_per_status_and_oldest_pending_age(schema, registry):
     s.mark_consumed(ids[:2])
     s.mark_dead({ids[2]: "x"})
     age_row(s, ids[3], "created_at", 120)
-    counts = s.counts()
+    counts = queries(schema, registry).counts()
     assert (counts.pending, counts.published, counts.consumed, counts.dead) == (1, 0, 2, 1)
     assert counts.oldest_pending_age_s is not None and 119 <= counts.oldest_pending_age_s < 180
-    assert store(schema, registry, "task").counts().as_dict() == {
+    assert queries(schema, registry, "task").counts().as_dict() == {
         "pending": 0,
         "published": 0,
         "consumed": 0,
@@ -416,7 +421,7 @@ def test_list_dead_pages_newest_first(schema, registry):
     s = store(schema, registry)
     for i in ids:
         s.mark_dead({i: f"reason {i}"})
-    first = s.list_by_status(Status.DEAD, limit=2)
-    second = s.list_by_status(Status.DEAD, limit=2, offset=2)
+    first = queries(schema, registry).list_by_status(Status.DEAD, limit=2)
+    second = queries(schema, registry).list_by_status(Status.DEAD, limit=2, offset=2)
     seen = [r.id for r in first + second]
     assert len(set(seen)) == 4 and all(r.status is Status.DEAD for r in first)

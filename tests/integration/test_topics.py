@@ -19,8 +19,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from outbox_app.worker.topics import TopicGuard
 from tests.support import Broker, running_broker
 
-pytestmark = pytest.mark.integration
-
 TOPIC = "outbox.guarded"
 
 

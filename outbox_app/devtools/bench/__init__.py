@@ -31,11 +31,12 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from outbox_app.clock import utcnow
 from outbox_app.database import make_engine
 from outbox_app.devtools.tansu import broker_command
 from outbox_app.publish import publish
 from outbox_app.registry import Registry, default_registry
-from outbox_app.schema import create_schema, outbox_table, utcnow
+from outbox_app.schema import create_schema, outbox_table
 
 DEFAULT_MYSQL = "mysql+mysqldb://root@127.0.0.1:3306/"
 EVENT = "chat_history.persist"

@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.orm import Session
 
+from outbox_app.clock import utcnow
 from outbox_app.database import make_engine
 from outbox_app.devtools.ports import free_port
 from outbox_app.devtools.soak.processes import (
@@ -53,7 +54,7 @@ from outbox_app.devtools.soak.processes import (
 from outbox_app.envelope import encode
 from outbox_app.publish import publish
 from outbox_app.registry import Registry, default_registry
-from outbox_app.schema import create_schema, outbox_table, utcnow
+from outbox_app.schema import create_schema, outbox_table
 from outbox_app.store import OutboxStore
 
 FAULT_KINDS = ("kill", "stop", "broker", "dbconn", "dbrestart", "handler", "poison")

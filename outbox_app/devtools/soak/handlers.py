@@ -20,9 +20,10 @@ import time
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
+from outbox_app.clock import utcnow
 from outbox_app.context import HandlerContext
 from outbox_app.registry import default_registry, handler
-from outbox_app.schema import Id, Timestamp, utcnow
+from outbox_app.schema import Id, Timestamp
 
 FAILURE_RATE_ENV = "SOAK_HANDLER_FAILURE_RATE"
 FAILURE_UNTIL_ENV = "SOAK_HANDLER_FAILURE_UNTIL"

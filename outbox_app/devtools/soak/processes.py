@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -21,19 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from outbox_app.devtools.ports import free_port, port_open
+from outbox_app.devtools.ports import free_port, port_open, wait_until
 from outbox_app.devtools.tansu import broker_command
-
-
-def wait_until(
-    what: str, condition: Callable[[], bool], timeout: float, interval: float = 0.1
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"soak: timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30.0) -> None:

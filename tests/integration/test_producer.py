@@ -10,10 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from outbox_app.worker.producer import BatchPublisher, Record
+from outbox_app.envelope import KafkaRecord
+from outbox_app.worker.producer import BatchProducer
 from tests.support import Broker, running_broker
-
-pytestmark = pytest.mark.integration
 
 TOPIC = "outbox.batched"
 PARTITIONS = 4
@@ -62,8 +61,8 @@ def test_records_land_where_producer_send_puts_their_key_in_order(broker: Broker
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=16_384)
         await producer.start()
         try:
-            publish = BatchPublisher(lambda: producer)
-            records: list[Record] = [
+            publish = BatchProducer(lambda: producer)
+            records: list[KafkaRecord] = [
                 (f"k{i % 7}".encode(), f"v{i}".encode() * 40, [("ce_id", f"{i}".encode())])
                 for i in range(600)  # several batches per partition at 16 KiB
             ]
@@ -103,8 +102,8 @@ def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_rou
         await producer.start()
         suspected: list[bool] = []
         try:
-            publish = BatchPublisher(lambda: producer, on_failure=lambda: suspected.append(True))
-            records: list[Record] = [
+            publish = BatchProducer(lambda: producer, on_failure=lambda: suspected.append(True))
+            records: list[KafkaRecord] = [
                 (b"a", b"small", []),
                 (b"a", b"x" * 5000, []),
                 (b"a", b"tail", []),
@@ -123,7 +122,7 @@ def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_rou
             def unavailable() -> AIOKafkaProducer:
                 raise ConnectionError("producer not started")
 
-            (only,) = await BatchPublisher(unavailable, on_failure=lambda: suspected.append(True))(
+            (only,) = await BatchProducer(unavailable, on_failure=lambda: suspected.append(True))(
                 TOPIC, records
             )
             assert only[0] == [0, 1, 2] and isinstance(only[1].exception(), ConnectionError)

@@ -24,14 +24,13 @@ from sqlalchemy import Engine, delete, update
 from sqlalchemy.orm import Session
 
 from outbox_app import Status, default_registry, publish
+from outbox_app.clock import db_time
 from outbox_app.database import make_engine
 from outbox_app.ops.operations import Operations
-from outbox_app.schema import create_schema, db_time
+from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
 from tests.conftest import fresh_mariadb_database
 from tests.support import Broker, Worker, port_open, running_broker, wait_for, worker_env
-
-pytestmark = pytest.mark.integration
 
 TOKEN = "web-test-token-" + uuid.uuid4().hex[:8]
 SERVICES = ["agent", "memory", "task"]

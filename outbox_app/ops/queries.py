@@ -1,0 +1,73 @@
+"""The read-only queries operators run (counts, listings), apart from the state machine
+in ``outbox_app.store``. Blocking, like the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from outbox_app.clock import utcnow
+from outbox_app.records import OutboxRow, Status
+from outbox_app.routing import Route
+from outbox_app.schema import outbox_table
+from outbox_app.store import as_datetime
+
+
+@dataclass(frozen=True)
+class ServiceCounts:
+    pending: int = 0
+    published: int = 0
+    consumed: int = 0
+    dead: int = 0
+    oldest_pending_age_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "published": self.published,
+            "consumed": self.consumed,
+            "dead": self.dead,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+        }
+
+
+class OutboxQueries:
+    def __init__(self, engine: Engine, route: Route) -> None:
+        self.engine = engine
+        self.route = route
+        self.table = outbox_table(route)
+
+    def counts(self) -> ServiceCounts:
+        t = self.table
+        with self.engine.connect() as conn:
+            now = conn.execute(select(utcnow())).scalar_one()
+            rows = conn.execute(
+                select(t.c.status, func.count(), func.min(t.c.created_at)).group_by(t.c.status)
+            ).all()
+        by_status = {status: (n, oldest) for status, n, oldest in rows}
+        oldest = by_status.get(Status.PENDING.value, (0, None))[1]
+        age = None
+        if oldest is not None:
+            age = round(max(0.0, (as_datetime(now) - as_datetime(oldest)).total_seconds()), 3)
+        return ServiceCounts(
+            **{s.value: int(by_status.get(s.value, (0, None))[0]) for s in Status},
+            oldest_pending_age_s=age,
+        )
+
+    def list_by_status(
+        self,
+        status: Status,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        event_type: str | None = None,
+    ) -> list[OutboxRow]:
+        t = self.table
+        query = select(t).where(t.c.status == status.value)
+        if event_type is not None:
+            query = query.where(t.c.event_type == event_type)
+        query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [OutboxRow.from_row(r) for r in conn.execute(query).all()]

@@ -1,0 +1,38 @@
+"""Two pieces of log noise from Faust and mode, turned off where they mislead.
+
+- mode logs "Timer ... is overlapping" when a timer's callback outlasts its interval: a
+  relay round that drains a backlog does so by design (matched on mode's message text).
+- Faust's worker, at log level warn and above, sets the root logger to DEBUG for its
+  start-up spinner and leaves it there: every library debug call (aiokafka logs each
+  send) then builds a record that no handler prints (found by its ``SpinnerHandler``
+  class name).
+"""
+
+from __future__ import annotations
+
+import logging
+
+OVERLAP_MESSAGE = "Timer %s is overlapping"
+SPINNER_HANDLER = "SpinnerHandler"
+
+
+class RelayOverlapFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith(OVERLAP_MESSAGE)
+            and str(record.args[0] if record.args else "").startswith("outbox.")  # type: ignore[index]
+        )
+
+
+def quiet_relay_overlap() -> None:
+    timers = logging.getLogger("mode.timers")
+    if not any(isinstance(f, RelayOverlapFilter) for f in timers.filters):
+        timers.addFilter(RelayOverlapFilter())
+
+
+def restore_root_log_level() -> None:
+    root = logging.getLogger()
+    levels = [h.level for h in root.handlers if type(h).__name__ != SPINNER_HANDLER]
+    if levels and root.level < min(levels):
+        root.setLevel(min(levels))
