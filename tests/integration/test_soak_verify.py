@@ -3,7 +3,6 @@ rolled-back transaction, or its ``lost=0 doubled=0`` would prove nothing."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from handlers.memory import memories
 from outbox_app import default_registry, publish
 from outbox_app.clock import utcnow
 from outbox_app.database import make_engine
-from outbox_app.devtools.soak import Ledger, Sent, Soak, SoakConfig
+from outbox_app.devtools.soak import Ledger, Sent, verify
 from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
 
@@ -99,11 +98,7 @@ class Book:
 
 
 def judge(engine: Engine, ledger: Ledger) -> Any:
-    soak = Soak(SoakConfig(quiet=True))
-    try:
-        return soak.verify(engine, ledger)
-    finally:
-        shutil.rmtree(soak.tmp, ignore_errors=True)
+    return verify(engine, ledger, default_registry)
 
 
 def test_a_clean_run_is_clean(engine: Engine) -> None:

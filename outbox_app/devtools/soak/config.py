@@ -1,0 +1,84 @@
+"""What a soak is asked to do (``SoakConfig``), what it found (``SoakResult`` and its SOAK
+line), and the fixed parts of its set-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_KINDS = ("kill", "stop", "broker", "dbconn", "dbrestart", "handler", "poison")
+SERVICES = ("agent", "memory", "soak", "task")
+HANDLER_MODULES = "handlers,outbox_app.devtools.soak.handlers"
+SESSION_TIMEOUT_S = 6.0
+DOOMED_MAX_RETRY = 3
+USERS = 200
+MEMORY_KEYS = 10
+
+
+@dataclass
+class SoakConfig:
+    seconds: float = 60.0
+    rate: float = 300.0
+    workers: int = 2
+    faults: tuple[str, ...] = FAULT_KINDS
+    fault_interval: float = 5.0
+    warmup: float = 8.0  # no faults before the workers have joined their groups
+    rollback_share: float = 0.05
+    handler_failure_rate: float = 0.3
+    db_restarts: int | None = None  # at most this many; default: unlimited on a private server
+    mysql_url: str | None = None  # default: a private mariadbd the soak may restart at will
+    drain_timeout: float = 180.0
+    drain_target: float = 30.0
+    producers: int = 3
+    seed: int | None = None
+    json_path: str | None = None
+    keep: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class SoakResult:
+    events: int = 0
+    rolled_back: int = 0
+    consumed: int = 0
+    dead: int = 0
+    lost: int = 0
+    doubled: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    drain_s: float | None = None
+    transactions: int = 0
+    failed_tx: int = 0
+    ambiguous_tx: int = 0
+    expected_dead: int = 0
+    unexpected_dead: int = 0
+    worker_exits: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    workdir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.doubled == 0 and not self.violations
+
+    def line(self) -> str:
+        faults = ",".join(f"{k}:{n}" for k, n in self.faults.items()) or "none"
+        return (
+            f"SOAK events={self.events} rolled_back={self.rolled_back} "
+            f"consumed={self.consumed} dead={self.dead} lost={self.lost} "
+            f"doubled={self.doubled} faults={faults} seconds={self.seconds:.0f}"
+        )
+
+
+def parse_faults(raw: str) -> tuple[str, ...]:
+    if raw.strip().lower() in ("all", ""):
+        return FAULT_KINDS
+    if raw.strip().lower() == "none":
+        return ()
+    wanted = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
+    unknown = [k for k in wanted if k not in FAULT_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown fault(s) {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}"
+        )
+    return wanted
