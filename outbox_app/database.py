@@ -137,6 +137,21 @@ class DatabaseExecutor:
 
 
 MYSQL_DEADLOCK = 1213
+# The server answered and said no: waiting will not help. 1044/1045/1698 access denied,
+# 1049 unknown database.
+MYSQL_REFUSALS = (1044, 1045, 1049, 1698)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What the database refused (credentials, unknown database, a SQLite file that
+    cannot be opened), or None when the failure may pass (not up yet, network)."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    if args and args[0] in MYSQL_REFUSALS:
+        return str(args[1] if len(args) > 1 else orig)
+    if type(orig).__module__.startswith("sqlite3") and "unable to open database" in str(orig):
+        return f"{orig} (does its folder exist?)"
+    return None
 
 
 def is_deadlock(exc: BaseException) -> bool:

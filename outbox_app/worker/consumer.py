@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from outbox_app.envelope import BadEnvelope, Envelope, decode
-from outbox_app.errors import DatabaseUnavailable
-from outbox_app.handling import BatchHandling, BatchOutcome, short_error
+from outbox_app.errors import DatabaseUnavailable, short_error
+from outbox_app.handling import BatchHandling, BatchOutcome
 from outbox_app.worker.batching import run_batches
 from outbox_app.worker.remote import run_remote_work
 from outbox_app.worker.runtime import Runtime
@@ -37,7 +37,7 @@ class ServiceConsumer:
             log.info(
                 "consumer %s started: topic %s -> table %s, batch %d",
                 self.service,
-                self.store.route.topic,
+                self.rt.topics[self.service],
                 self.store.route.table,
                 s.consumer_batch,
             )
@@ -49,7 +49,13 @@ class ServiceConsumer:
             for event in batch:
                 await events.ack(event)
 
-        await run_batches(events.events(), handle_events, s.consumer_batch)
+        try:
+            await run_batches(events.events(), handle_events, s.consumer_batch)
+        except asyncio.CancelledError:
+            # A revoked partition (or the worker stopping) cancels its actor: a normal end.
+            # Re-raising it would make Faust log the actor as crashed, with a traceback,
+            # and restart it for a partition this worker no longer owns.
+            log.debug("consumer %s: partition actor stopped", self.service)
 
     async def handle(self, values: list[Any]) -> BatchOutcome:
         """Handle one batch of raw records; never raises for bad records or handlers."""

@@ -27,7 +27,7 @@ class Relay:
         self.rt = runtime
         self.service = service
         self.store = runtime.stores[service]
-        self.topic = self.store.route.topic
+        self.topic = runtime.topics[service]
         self.publish = publish
         self._announced = False
         self._failing = False

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from outbox_app.database import DatabaseExecutor, make_engine
+from outbox_app.database import DatabaseExecutor, make_engine, refusal
+from outbox_app.errors import DatabaseRefused, short_error
 from outbox_app.registry import Registry
 from outbox_app.retry import RetryPolicy
 from outbox_app.schema import create_schema
@@ -28,6 +31,8 @@ class Runtime:
         self.stores = {
             s: OutboxStore(self.engine, registry.route(s), self.policy) for s in registry.services
         }
+        # The Kafka topic of each owned service (OUTBOX_TOPIC_PREFIX applied).
+        self.topics = {s: settings.topic_prefix + registry.route(s).topic for s in services}
         self.metrics = Metrics()
         self._ready: asyncio.Event | None = None
 
@@ -37,9 +42,11 @@ class Runtime:
             self._ready = asyncio.Event()
         return self._ready
 
-    async def start(self) -> None:
-        """Create missing tables (outbox and business), retrying until the database answers."""
-        delay = 0.5
+    async def start(self, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        """Create missing tables (outbox and business). While the database does not answer,
+        log it once and retry with backoff; when it refuses us, raise ``DatabaseRefused``."""
+        delay, waited = 0.5, False
+        where = self.settings.safe_database_url
         while True:
             try:
                 await self.executor.run(
@@ -47,19 +54,19 @@ class Runtime:
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - the database may still be starting
-                log.warning(
-                    "outbox: database %s not ready (%s); retrying in %.1fs",
-                    self.settings.safe_database_url,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                refused = refusal(exc)
+                if refused is not None:
+                    raise DatabaseRefused(f"database {where} refused: {refused}") from None
+                if not waited:
+                    log.warning(
+                        "outbox: waiting for the database %s: %s; retrying with backoff",
+                        where,
+                        short_error(exc),
+                    )
+                    waited = True
+                await sleep(delay)
                 delay = min(delay * 2, 10.0)
-        log.info(
-            "outbox: schema ready on %s for services %s",
-            self.settings.safe_database_url,
-            ", ".join(self.services),
-        )
+        log.info("outbox: schema ready on %s for services %s", where, ", ".join(self.services))
         self.ready.set()
 
     def close(self) -> None:

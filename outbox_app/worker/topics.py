@@ -1,13 +1,19 @@
-"""Keep the service topics in existence across broker restarts.
+"""The service topics: created (partitions, replication factor) or checked once at
+start-up, and created again if they disappear while the worker runs.
 
-A broker that keeps its topics in memory (Tansu) forgets them when it restarts, yet
-accepts produce requests for the forgotten topic from a client with cached metadata.
-When the topic is then created (explicitly, or by a metadata request), its partitions'
-offsets start again at zero while the records already written stay: every produce to
-those partitions fails with ``UnknownError`` until the offsets pass them again (found
-by the soak: tens of seconds of failed publishes). So the relay checks, before it
-publishes, that its topics exist, and creates missing ones with their partition count
-(FIELD-NOTES trap 3): at once after a failed send, else at most every ``interval``.
+Checked at start-up: a missing topic is created with ``OUTBOX_TOPIC_PARTITIONS`` and the
+replication factor (``OUTBOX_TOPIC_REPLICATION``; auto: 3, or the brokers if fewer);
+an existing one with fewer partitions is used as it is, with a warning (adding
+partitions moves keys to other partitions, so that is an operator's decision).
+
+While running (``TopicGuard``): after a failed send, the relay checks its topics before
+it sends again and creates any that went missing (deleted by an operator, or a broker
+that forgot them). A broker that keeps topics in memory (Tansu) forgets them when it
+restarts, yet accepts produce requests for them from a client with cached metadata;
+when the topic is then created, its offsets start again at zero while the records
+already written stay, and every produce fails with ``UnknownError`` until the offsets
+pass them (found by the soak). For such a broker the check also runs every
+``OUTBOX_TOPIC_RECHECK_INTERVAL`` seconds before sends.
 """
 
 from __future__ import annotations
@@ -15,90 +21,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+from outbox_app.worker.kafka import KafkaAccess
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+UNKNOWN_TOPIC = 3
+MAX_AUTO_REPLICATION = 3
 
 
-class TopicGuard:
-    def __init__(
-        self,
-        bootstrap: str,
-        topics: Iterable[str],
-        partitions: int,
-        *,
-        interval: float = 0.5,
-        request_timeout_ms: int = 5000,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topics = sorted(set(topics))
-        self.partitions = partitions
-        self.interval = interval
+class TopicAdmin:
+    """One admin client, opened on first use and again after a failure."""
+
+    def __init__(self, access: KafkaAccess, request_timeout_ms: int = 10_000) -> None:
+        self.access = access
         self.request_timeout_ms = request_timeout_ms
-        self.created = 0  # topics this guard had to create (for tests and logs)
         self._admin: Any = None
-        self._lock: asyncio.Lock | None = None
-        self._next_check = 0.0
 
-    def suspect(self) -> None:
-        """A send failed: the broker may have restarted, check before the next send."""
-        self._next_check = 0.0
-
-    async def check(self) -> None:
-        """Create any missing topic; raises when the broker cannot be reached (the send
-        that asked fails then, as it would have anyway)."""
-        if time.monotonic() < self._next_check:
-            return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if time.monotonic() < self._next_check:
-                return  # another send checked meanwhile
-            admin = await self._client()
-            try:
-                existing = set(await admin.list_topics())
-                missing = [t for t in self.topics if t not in existing]
-                if missing:
-                    await self._create(admin, missing)
-            except Exception:
-                await self.close()  # a fresh connection next time
-                raise
-            self._next_check = time.monotonic() + self.interval
-
-    async def _create(self, admin: Any, missing: list[str]) -> None:
-        from aiokafka.admin import NewTopic
-
-        response = await admin.create_topics(
-            [NewTopic(t, self.partitions, 1) for t in missing],
-            timeout_ms=self.request_timeout_ms,
-        )
-        created = []
-        for name, code, *_ in getattr(response, "topic_errors", []):
-            if code == 0:
-                created.append(name)
-            elif code != TOPIC_ALREADY_EXISTS:
-                log.warning("topic %s could not be created: error code %s", name, code)
-        self.created += len(created)
-        if created:
-            log.warning(
-                "broker lost topic(s) %s (restarted?): created again with %d partitions",
-                ", ".join(created),
-                self.partitions,
-            )
-
-    async def _client(self) -> Any:
+    async def client(self) -> Any:
         if self._admin is None:
             from aiokafka.admin import AIOKafkaAdminClient
 
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=self.bootstrap, request_timeout_ms=self.request_timeout_ms
+                bootstrap_servers=self.access.bootstrap,
+                request_timeout_ms=self.request_timeout_ms,
+                **self.access.client_kwargs(),
             )
             await admin.start()
             self._admin = admin
         return self._admin
+
+    async def partitions(self, topics: list[str]) -> dict[str, int | None]:
+        return await topic_partitions(await self.client(), topics)
+
+    async def brokers(self) -> int:
+        admin = await self.client()
+        return len(admin._client.cluster.brokers())
+
+    async def create(self, topics: list[str], partitions: int, replication: int) -> list[str]:
+        """Create the topics; returns those created (an existing one is not an error)."""
+        from aiokafka.admin import NewTopic
+
+        admin = await self.client()
+        response = await admin.create_topics(
+            [NewTopic(t, partitions, replication) for t in topics],
+            timeout_ms=self.request_timeout_ms,
+        )
+        created = []
+        for name, code, *rest in getattr(response, "topic_errors", []):
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                message = rest[0] if rest and rest[0] else f"error code {code}"
+                raise RuntimeError(
+                    f"topic {name} could not be created ({partitions} partitions, replication "
+                    f"factor {replication}): {message}"
+                )
+        return created
 
     async def close(self) -> None:
         admin, self._admin = self._admin, None
@@ -106,4 +88,99 @@ class TopicGuard:
             try:
                 await admin.close()
             except Exception as exc:  # noqa: BLE001 - closing a broken client
-                log.debug("topic guard: closing the admin client failed: %s", exc)
+                log.debug("topic admin: closing the admin client failed: %s", exc)
+
+
+@dataclass
+class TopicPlan:
+    topics: list[str]
+    partitions: int
+    replication: int = 0  # 0: auto, resolved by ensure()
+    created: int = 0  # topics created (for tests and logs)
+    notes: list[str] = field(default_factory=list)
+
+    async def ensure(self, admin: TopicAdmin) -> None:
+        """Create the missing topics; warn about existing ones with fewer partitions."""
+        if self.replication == 0:
+            self.replication = min(MAX_AUTO_REPLICATION, max(1, await admin.brokers()))
+        found = await admin.partitions(self.topics)
+        missing = [t for t, n in found.items() if n is None]
+        for topic, n in found.items():
+            if n is not None and n < self.partitions:
+                note = (
+                    f"topic {topic} has {n} partition(s), fewer than OUTBOX_TOPIC_PARTITIONS="
+                    f"{self.partitions}: using it as it is (adding partitions moves keys to "
+                    "other partitions; do it by hand while nothing is in flight)"
+                )
+                self.notes.append(note)
+                log.warning("outbox: %s", note)
+        if missing:
+            created = await admin.create(missing, self.partitions, self.replication)
+            self.created += len(created)
+            if created:
+                log.info(
+                    "outbox: created topic(s) %s: %d partitions, replication factor %d",
+                    ", ".join(created),
+                    self.partitions,
+                    self.replication,
+                )
+
+
+class TopicGuard:
+    """Before the relay sends: make sure its topics exist, when a check is due (after a
+    failed send, or every ``interval`` seconds when the broker is known to forget them).
+    Raises when the broker cannot be reached: the send that asked fails then, as it
+    would have anyway."""
+
+    def __init__(self, admin: TopicAdmin, plan: TopicPlan, interval: float = 0.0) -> None:
+        self.admin = admin
+        self.plan = plan
+        self.interval = interval
+        self._lock: asyncio.Lock | None = None
+        self._next_check = 0.0 if interval > 0 else float("inf")
+
+    @property
+    def created(self) -> int:
+        return self.plan.created
+
+    def suspect(self) -> None:
+        """A send failed: the topic may be gone; check before the next send."""
+        self._next_check = 0.0
+
+    async def check(self) -> None:
+        if time.monotonic() < self._next_check:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if time.monotonic() < self._next_check:
+                return  # another send checked meanwhile
+            before = self.plan.created
+            try:
+                await self.plan.ensure(self.admin)
+            except Exception:
+                await self.admin.close()  # a fresh connection next time
+                raise
+            if self.plan.created > before:
+                log.warning(
+                    "outbox: topic(s) had disappeared from the broker (deleted, or the broker "
+                    "restarted without them): created again"
+                )
+            self._next_check = (
+                time.monotonic() + self.interval if self.interval > 0 else float("inf")
+            )
+
+    async def close(self) -> None:
+        await self.admin.close()
+
+
+async def topic_partitions(admin: Any, topics: list[str]) -> dict[str, int | None]:
+    """Partition count of each topic (an aiokafka admin client); None when it does not exist."""
+    existing = set(await admin.list_topics())
+    found: dict[str, int | None] = dict.fromkeys(topics)
+    present = [t for t in topics if t in existing]
+    if present:
+        for doc in await admin.describe_topics(present):
+            if doc.get("error_code", 0) == 0:
+                found[doc["topic"]] = len(doc.get("partitions", []))
+    return found

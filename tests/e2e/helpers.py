@@ -13,12 +13,14 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from outbox_app import default_registry, publish
 from outbox_app.database import make_engine
 from outbox_app.schema import create_schema, outbox_table
+from outbox_app.worker.topics import topic_partitions
 from tests.support import free_port
 
 HANDLER_MODULES = ["handlers", "tests.e2e.flaky_handlers"]
@@ -56,14 +58,16 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every record now on ``topic``, from the beginning (a group-less consumer)."""
 
     async def read() -> list[Any]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            partitions = (await topic_partitions(admin, [topic]))[topic] or 0
+        finally:
+            await admin.close()
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            if not parts:
-                await consumer.client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)

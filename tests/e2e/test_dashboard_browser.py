@@ -24,7 +24,7 @@ from outbox_app.database import make_engine
 from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
 from tests.conftest import fresh_mariadb_database
-from tests.support import Worker, port_open, running_broker, wait_for, worker_env
+from tests.support import TestBroker, Worker, port_open, unique_prefix, wait_for, worker_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -102,22 +102,23 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, broker: TestBroker) -> Iterator[Site]:
     default_registry.load_modules(["handlers"])
     url, drop = fresh_mariadb_database("outbox_browser")
     engine = make_engine(url)
     create_schema(engine, default_registry.routes(), default_registry.metadata)
-    with running_broker() as broker:
-        env = worker_env(url, broker, OUTBOX_SERVICES=",".join(SERVICES), OUTBOX_ADMIN_TOKEN=TOKEN)
-        worker = Worker(env, tmp_path / "worker.log").start()
-        site = Site(int(env["OUTBOX_WEB_PORT"]), engine, worker)
-        try:
-            wait_for(lambda: port_open(site.port), 60, "the web view")
-            yield site
-        finally:
-            worker.stop()
-            engine.dispose()
-            drop()
+    env = worker_env(
+        url, broker, unique_prefix(), OUTBOX_SERVICES=",".join(SERVICES), OUTBOX_ADMIN_TOKEN=TOKEN
+    )
+    worker = Worker(env, tmp_path / "worker.log").start()
+    site = Site(int(env["OUTBOX_WEB_PORT"]), engine, worker)
+    try:
+        wait_for(lambda: port_open(site.port), 60, "the web view")
+        yield site
+    finally:
+        worker.stop()
+        engine.dispose()
+        drop()
 
 
 @pytest.fixture
@@ -221,8 +222,17 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         drawn = wait_for(charts_drawn, 90, "every chart to draw at least 8 samples")
         for name, px in drawn.items():
             assert px["painted"] > 0.02 * px["total"], (name, px)  # grid, axes and lines
-        consume_line = browser.execute_script(PIXELS_JS, "chart-rate-agent", list(CONSUMED_GREEN))
-        assert consume_line["colour"] > 100, consume_line  # traffic shows as a green line
+        # Traffic shows as a green line, once the worker consumes (a wait, not a race).
+        wait_for(
+            lambda: (
+                browser.execute_script(PIXELS_JS, "chart-rate-agent", list(CONSUMED_GREEN))[
+                    "colour"
+                ]
+                > 100
+            ),
+            60,
+            "the consume rate to show as a green line",
+        )
         wait_for(
             lambda: (
                 int(

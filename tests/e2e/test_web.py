@@ -30,7 +30,7 @@ from outbox_app.ops.operations import Operations
 from outbox_app.schema import create_schema
 from outbox_app.store import OutboxStore
 from tests.conftest import fresh_mariadb_database
-from tests.support import Broker, Worker, port_open, running_broker, wait_for, worker_env
+from tests.support import TestBroker, Worker, port_open, unique_prefix, wait_for, worker_env
 
 TOKEN = "web-test-token-" + uuid.uuid4().hex[:8]
 SERVICES = ["agent", "memory", "task"]
@@ -101,10 +101,10 @@ class Site:
         )
 
 
-def start_site(tmp_path: Path, broker: Broker, db_url: str, **env: str) -> Site:
+def start_site(tmp_path: Path, broker: TestBroker, db_url: str, **env: str) -> Site:
     engine = make_engine(db_url)
     create_schema(engine, default_registry.routes(), default_registry.metadata)
-    wenv = worker_env(db_url, broker, **env)
+    wenv = worker_env(db_url, broker, unique_prefix(), **env)
     worker = Worker(wenv, tmp_path / "worker.log").start()
     site = Site(int(wenv["OUTBOX_WEB_PORT"]), engine, worker)
     wait_for(lambda: port_open(site.port), 60, "the web view to listen")
@@ -113,13 +113,7 @@ def start_site(tmp_path: Path, broker: Broker, db_url: str, **env: str) -> Site:
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    with running_broker() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Iterator[Site]:
     default_registry.load_modules(["handlers"])
     url, drop = fresh_mariadb_database("outbox_web")
     site = start_site(
@@ -397,7 +391,7 @@ def test_requeue_is_post_only(site: Site) -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenless(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Site]:
+def tokenless(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Iterator[Site]:
     """A worker with no OUTBOX_ADMIN_TOKEN (its own database and service)."""
     url, drop = fresh_mariadb_database("outbox_web_off")
     site = start_site(tmp_path_factory.mktemp("tokenless"), broker, url, OUTBOX_SERVICES="memory")

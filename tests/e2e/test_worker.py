@@ -29,16 +29,20 @@ from tests.e2e.helpers import (
     send_raw,
     status_counts,
 )
-from tests.support import Broker, Worker, running_broker, wait_for, worker_env
+from tests.support import TestBroker, Worker, unique_prefix, wait_for, worker_env
 
 
 class Stack:
-    """A database, a broker and the workers of one test."""
+    """A database, a broker, topics of its own, and the workers of one test."""
 
-    def __init__(self, tmp: Path, broker: Broker, url: str) -> None:
+    def __init__(self, tmp: Path, broker: TestBroker, url: str) -> None:
         self.tmp, self.broker, self.url = tmp, broker, url
+        self.prefix = unique_prefix()
         self.engine = prepared_engine(url)
         self.workers: list[Worker] = []
+
+    def topic(self, service: str) -> str:
+        return self.prefix + default_registry.route(service).topic
 
     def worker(self, services: str, **env: str) -> Worker:
         log = self.tmp / f"worker-{len(self.workers)}.log"
@@ -46,6 +50,7 @@ class Stack:
             worker_env(
                 self.url,
                 self.broker,
+                self.prefix,
                 OUTBOX_SERVICES=services,
                 OUTBOX_HANDLER_MODULES=",".join(HANDLER_MODULES),
                 **env,
@@ -68,29 +73,27 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
     url, drop = fresh_mariadb_database("outbox_e2e")
-    with running_broker() as broker:
-        s = Stack(tmp_path, broker, url)
-        try:
-            yield s
-        finally:
-            s.close()
-            drop()
+    s = Stack(tmp_path, broker, url)
+    try:
+        yield s
+    finally:
+        s.close()
+        drop()
 
 
 @pytest.fixture(scope="module")
-def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def flaky(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Iterator[Stack]:
     """One worker owning the ``flaky`` service, shared by the failure tests."""
     url, drop = fresh_mariadb_database("outbox_e2e")
-    with running_broker() as broker:
-        s = Stack(tmp_path_factory.mktemp("flaky"), broker, url)
-        s.worker("flaky")
-        try:
-            yield s
-        finally:
-            s.close()
-            drop()
+    s = Stack(tmp_path_factory.mktemp("flaky"), broker, url)
+    s.worker("flaky")
+    try:
+        yield s
+    finally:
+        s.close()
+        drop()
 
 
 def effects(engine: Engine, outbox_id: int) -> list[Any]:
@@ -238,7 +241,7 @@ def test_same_envelope_delivered_twice_has_one_effect(flaky: Stack) -> None:
     (row_id,) = publish_many(flaky.engine, [("flaky.ok", {}, "dup")])
     row = wait_status(flaky, "flaky", row_id, Status.CONSUMED, 60)
     key, value, _ = encode(row)
-    send_raw(flaky.broker.bootstrap, "outbox.flaky", [(key, value), (key, value)])
+    send_raw(flaky.broker.bootstrap, flaky.topic("flaky"), [(key, value), (key, value)])
     # a later event with the same key lands behind the duplicates on the same partition
     (marker,) = publish_many(flaky.engine, [("flaky.ok", {}, "dup")])
     wait_status(flaky, "flaky", marker, Status.CONSUMED, 60)
@@ -259,7 +262,7 @@ def test_poison_records_do_not_stop_the_agent(flaky: Stack) -> None:
         (b"p", b'{"v": 1, "outbox_id": 987654321, "event_type": "flaky.ok", "service": "flaky"}'),
         (b"p", b"[1, 2, 3]"),
     ]
-    send_raw(flaky.broker.bootstrap, "outbox.flaky", poison)
+    send_raw(flaky.broker.bootstrap, flaky.topic("flaky"), poison)
     valid = publish_many(flaky.engine, [("flaky.ok", {"i": i}, "p") for i in range(10)])
     for row_id in valid:
         wait_status(flaky, "flaky", row_id, Status.CONSUMED, 60)
@@ -314,7 +317,7 @@ def test_two_workers_on_one_service_never_publish_a_row_twice(stack: Stack) -> N
     except AssertionError:
         print(status_counts(stack.engine, "agent"), stack.logs())
         raise
-    ids = envelope_ids(read_topic(stack.broker.bootstrap, "outbox.agent"))
+    ids = envelope_ids(read_topic(stack.broker.bootstrap, stack.topic("agent")))
     repeated = {i: n for i, n in Counter(ids).items() if n > 1}
     assert len(ids) == total and repeated == {}
     assert_exactly_once(stack, total)

@@ -1,40 +1,31 @@
-"""Worker maintenance: stale-published recovery and the retention purge.
-
-First ``Maintenance.run_once`` in-process against MariaDB (exact counts, batches,
-off-switches), then real workers: a message dropped on the floor comes back and is
-consumed once; a large purge runs while new events keep flowing.
-"""
+"""Worker maintenance in process: stale-published recovery and the retention purge,
+``Maintenance.run_once`` against MariaDB (exact counts, batches, off-switches). The same
+with real workers is in ``tests/e2e/test_maintenance_worker.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
-from handlers.agent import chat_history
 from outbox_app import Status, default_registry, publish
-from outbox_app.clock import db_now, db_time
+from outbox_app.clock import db_time
 from outbox_app.database import make_engine
 from outbox_app.schema import create_schema
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
 from outbox_app.worker.maintenance import Maintenance
 from outbox_app.worker.runtime import Runtime
-from tests.support import Broker, Worker, port_open, running_broker, wait_for, worker_env
 
 
-@pytest.fixture
-def engine(mariadb_db: str) -> Iterator[Engine]:
+@pytest.fixture(name="engine")
+def handlers_engine(mariadb_db: str) -> Iterator[Engine]:
+    """MariaDB with the business handlers' tables."""
     default_registry.load_modules(["handlers"])
     eng = make_engine(mariadb_db)
     create_schema(eng, default_registry.routes(), default_registry.metadata)
@@ -190,174 +181,3 @@ def test_maintenance_is_off_when_both_settings_are_zero(engine: Engine, mariadb_
         assert Maintenance(on).enabled
     finally:
         on.close()
-
-
-# -- real workers ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    with running_broker() as b:
-        yield b
-
-
-def start_worker(tmp_path: Path, broker: Broker, url: str, **env: str) -> tuple[Worker, int]:
-    wenv = worker_env(
-        url, broker, OUTBOX_SERVICES="agent", OUTBOX_MAINTENANCE_INTERVAL="0.5", **env
-    )
-    worker = Worker(wenv, tmp_path / "worker.log").start()
-    port = int(wenv["OUTBOX_WEB_PORT"])
-    wait_for(lambda: port_open(port), 60, "the worker's web view")
-    return worker, port
-
-
-def wait_consumed(engine: Engine, ids: list[int], timeout: float = 60) -> None:
-    wait_for(
-        lambda: all(row(engine, i).status == Status.CONSUMED for i in ids),
-        timeout,
-        f"rows {ids} to be consumed",
-    )
-
-
-def counter(port: int, name: str, service: str = "agent") -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and s.labels.get("service") == service:
-                return float(s.value)
-    return 0.0
-
-
-def chat_rows_for(engine: Engine, outbox_id: int) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(chat_history)
-                .where(chat_history.c.outbox_id == outbox_id)
-            ).scalar_one()
-        )
-
-
-def test_a_message_lost_by_the_broker_is_republished_and_consumed_once(
-    engine: Engine, mariadb_db: str, broker: Broker, tmp_path: Path
-) -> None:
-    before_start = published_to_nowhere(engine, 1)  # lost before the worker even started
-    worker, port = start_worker(
-        tmp_path, broker, mariadb_db, OUTBOX_VISIBILITY_TIMEOUT="2s", OUTBOX_RETENTION="0"
-    )
-    try:
-        wait_consumed(engine, [before_start], timeout=90)
-        # Now drop one while the worker runs: committed straight as published, so its
-        # relay never sees it pending and the broker never gets it.
-        store = agent_store(engine)
-        with engine.begin() as conn:
-            payload = {"user_id": 1, "conversation_id": "c-m", "role": "user", "message": "lost"}
-            lost = store.add(
-                conn,
-                event_type="chat_history.persist",
-                payload_json=json.dumps(payload),
-                key="lost",
-                max_retry=20,
-            )
-            conn.execute(
-                update(store.table)
-                .where(store.table.c.id == lost)
-                .values(status=Status.PUBLISHED.value, published_at=db_time(), next_retry_at=None)
-            )
-        first_published = row(engine, lost).published_at
-        wait_consumed(engine, [lost], timeout=30)
-        done = row(engine, lost)
-        assert done.retry_count >= 1  # the recovery counted as an attempt
-        assert done.published_at > first_published  # the relay published it again
-        assert done.consumed_at - first_published >= timedelta(seconds=2)  # not before timeout
-        for outbox_id in (before_start, lost):
-            assert chat_rows_for(engine, outbox_id) == 1  # its handler's effect: exactly once
-        assert "returned to pending" in worker.log()
-        assert counter(port, "outbox_stale_recovered_total") >= 2
-    finally:
-        worker.stop()
-
-
-def test_a_large_purge_does_not_stop_the_relay(
-    engine: Engine, mariadb_db: str, broker: Broker, tmp_path: Path
-) -> None:
-    store = agent_store(engine)
-    t = store.table
-    worker, port = start_worker(
-        tmp_path,
-        broker,
-        mariadb_db,
-        OUTBOX_VISIBILITY_TIMEOUT="0",
-        OUTBOX_RETENTION="1d",
-        OUTBOX_PURGE_BATCH="100",
-    )
-    try:
-        wait_consumed(engine, [chat(engine, 0)], timeout=90)  # the worker is up and consuming
-
-        # Rows the purge must leave alone: consumed recently, dead or published long ago.
-        keep_consumed = consumed_rows(engine, 20, age_s=3600)
-        with engine.begin() as conn:  # dead on arrival: the running relay never sees it
-            keep_dead = store.add(
-                conn, event_type="chat_history.persist", payload_json="{}", key=None, max_retry=1
-            )
-            store.mark_dead({keep_dead: "test"}, conn)
-        shift(engine, keep_dead, "updated_at", 5 * 86400)
-        # Then many rows consumed two days ago, in one transaction so the purge meets them
-        # all at once.
-        now = db_now(store.engine)
-        old = now - timedelta(days=2)
-        big = 50_000
-        with engine.begin() as conn:
-            conn.execute(
-                insert(t),
-                [
-                    {
-                        "event_type": "chat_history.persist",
-                        "service_name": "agent",
-                        "topic": store.route.topic,
-                        "message_key": f"old{n}",
-                        "payload": "{}",
-                        "status": Status.CONSUMED.value,
-                        "retry_count": 0,
-                        "max_retry": 20,
-                        "published_at": old,
-                        "consumed_at": old,
-                        "created_at": old,
-                        "updated_at": old,
-                    }
-                    for n in range(big)
-                ],
-            )
-        cutoff = now - timedelta(days=1)
-
-        def old_left() -> int:
-            with engine.connect() as conn:
-                return int(
-                    conn.execute(
-                        select(func.count()).where(
-                            t.c.status == Status.CONSUMED.value, t.c.consumed_at < cutoff
-                        )
-                    ).scalar_one()
-                )
-
-        # Events keep flowing while the purge works through its batches.
-        during = []
-        probes = []
-        while (left := old_left()) > 0:
-            probe = chat(engine, 1000 + len(probes))
-            probes.append(probe)
-            wait_consumed(engine, [probe], timeout=10)
-            after = old_left()
-            if 0 < after < big:
-                during.append((left, after))
-        assert during, "no event was relayed and consumed while the purge was in progress"
-        wait_for(lambda: old_left() == 0, 120, "the purge to finish")
-
-        assert all(row(engine, i).status == Status.CONSUMED for i in keep_consumed)
-        assert row(engine, keep_dead).status == Status.DEAD
-        assert all(row(engine, i).status == Status.CONSUMED for i in probes)
-        assert "purged" in worker.log()
-        assert counter(port, "outbox_purged_total") >= big
-        print(f"purge of {big} rows: {len(probes)} probes, {len(during)} consumed meanwhile")
-    finally:
-        worker.stop()

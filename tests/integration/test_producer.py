@@ -1,10 +1,9 @@
-"""The relay's batch publisher against a real broker (Tansu): partitions, order,
-headers, and failures per batch."""
+"""The relay's batch producer against a real broker: partitions, order, headers, and
+failures per batch."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,34 +11,32 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from outbox_app.envelope import KafkaRecord
 from outbox_app.worker.producer import BatchProducer
-from tests.support import Broker, running_broker
+from tests.support import TestBroker
 
-TOPIC = "outbox.batched"
 PARTITIONS = 4
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with running_broker() as b:
-        yield b
+def topic(topic_prefix: str) -> str:
+    return topic_prefix + "outbox.batched"
 
 
-async def create_topic(bootstrap: str) -> None:
+async def create_topic(bootstrap: str, topic: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
 
 
 async def read_all(
-    bootstrap: str, n: int
+    bootstrap: str, topic: str, n: int
 ) -> dict[int, list[tuple[bytes | None, bytes, dict[str, bytes]]]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: dict[int, list[tuple[bytes | None, bytes, dict[str, bytes]]]] = {}
@@ -55,9 +52,11 @@ async def read_all(
         await consumer.stop()
 
 
-def test_records_land_where_producer_send_puts_their_key_in_order(broker: Broker) -> None:
+def test_records_land_where_producer_send_puts_their_key_in_order(
+    broker: TestBroker, topic: str
+) -> None:
     async def scenario() -> None:
-        await create_topic(broker.bootstrap)
+        await create_topic(broker.bootstrap, topic)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=16_384)
         await producer.start()
         try:
@@ -66,17 +65,17 @@ def test_records_land_where_producer_send_puts_their_key_in_order(broker: Broker
                 (f"k{i % 7}".encode(), f"v{i}".encode() * 40, [("ce_id", f"{i}".encode())])
                 for i in range(600)  # several batches per partition at 16 KiB
             ]
-            sent = await publish(TOPIC, records)
+            sent = await publish(topic, records)
             assert sorted(i for indices, _ in sent for i in indices) == list(range(600))
             assert len(sent) > PARTITIONS  # batches were cut when full
             await asyncio.gather(*(future for _, future in sent))
             expected = {
-                key: (await producer.send_and_wait(TOPIC, b"probe", key=key)).partition
+                key: (await producer.send_and_wait(topic, b"probe", key=key)).partition
                 for key in {r[0] for r in records}
             }
         finally:
             await producer.stop()
-        by_partition = await read_all(broker.bootstrap, 600 + len(expected))
+        by_partition = await read_all(broker.bootstrap, topic, 600 + len(expected))
         seen: dict[bytes, list[int]] = {}
         for partition, rows in by_partition.items():
             for key, value, headers in rows:
@@ -92,10 +91,10 @@ def test_records_land_where_producer_send_puts_their_key_in_order(broker: Broker
 
 
 def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_round(
-    broker: Broker,
+    broker: TestBroker, topic: str
 ) -> None:
     async def scenario() -> None:
-        await create_topic(broker.bootstrap)
+        await create_topic(broker.bootstrap, topic)
         producer = AIOKafkaProducer(
             bootstrap_servers=broker.bootstrap, max_batch_size=1024, max_request_size=10_000_000
         )
@@ -108,7 +107,7 @@ def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_rou
                 (b"a", b"x" * 5000, []),
                 (b"a", b"tail", []),
             ]
-            sent = await publish(TOPIC, records)
+            sent = await publish(topic, records)
             outcomes = {}
             for indices, future in sent:
                 try:
@@ -123,7 +122,7 @@ def test_a_record_larger_than_a_batch_goes_alone_and_a_dead_broker_fails_the_rou
                 raise ConnectionError("producer not started")
 
             (only,) = await BatchProducer(unavailable, on_failure=lambda: suspected.append(True))(
-                TOPIC, records
+                topic, records
             )
             assert only[0] == [0, 1, 2] and isinstance(only[1].exception(), ConnectionError)
             assert suspected == [True]

@@ -1,10 +1,12 @@
-"""Topics across a broker restart (found by the soak).
+"""The service topics: created or checked at start-up, and created again when they
+disappear (an operator deleted one; a broker restarted without them).
 
-Tansu keeps topics in memory. After a restart it accepts records for a topic it no
-longer knows from a producer with cached metadata; when the topic is then created, its
-offsets restart at zero and every produce fails with ``UnknownError`` until they pass
-the records already written. ``TopicGuard`` creates the topics before the relay
-produces, so the first record after a restart lands in a proper topic.
+The first tests run on the suite's broker. The last ones are about Tansu, which keeps
+topics in memory: after a restart it accepts records for a topic it no longer knows from
+a producer with cached metadata; when the topic is then created, its offsets restart at
+zero and every produce fails with ``UnknownError`` until they pass the records already
+written (found by the soak). ``TopicGuard`` creates the topics before the relay produces,
+so the first record after a restart lands in a proper topic.
 """
 
 from __future__ import annotations
@@ -16,21 +18,119 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from outbox_app.worker.topics import TopicGuard
-from tests.support import Broker, running_broker
+from outbox_app.worker.kafka import KafkaAccess
+from outbox_app.worker.topics import TopicAdmin, TopicGuard, TopicPlan, topic_partitions
+from tests.support import TEST_BROKER, TansuBroker, TestBroker, tansu_broker
 
 TOPIC = "outbox.guarded"
 
 
+def access(broker: TestBroker) -> KafkaAccess:
+    host, port = broker.bootstrap.split(",")[0].rsplit(":", 1)
+    return KafkaAccess(((host, int(port)),))
+
+
+def guard_for(broker: TestBroker, topics: list[str], interval: float = 0.0) -> TopicGuard:
+    admin = TopicAdmin(access(broker), request_timeout_ms=2000)
+    return TopicGuard(admin, TopicPlan(topics, partitions=4, replication=1), interval)
+
+
+async def partitions_of(bootstrap: str, topic: str) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return (await topic_partitions(admin, [topic]))[topic]
+    finally:
+        await admin.close()
+
+
+# -- the suite's broker (Apache Kafka by default) --------------------------------------------
+def test_start_up_creates_missing_topics_and_keeps_existing_ones_with_a_warning(
+    broker: TestBroker, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh, narrow = topic_prefix + "outbox.fresh", topic_prefix + "outbox.narrow"
+
+    async def run() -> TopicPlan:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic(narrow, 2, 1)])
+        await admin.close()
+        plan = TopicPlan([fresh, narrow], partitions=4)  # replication: auto
+        topics = TopicAdmin(access(broker))
+        try:
+            await plan.ensure(topics)
+            await plan.ensure(topics)  # again, as a second worker would: nothing to do
+        finally:
+            await topics.close()
+        return plan
+
+    with caplog.at_level("WARNING", logger="outbox_app.worker.topics"):
+        plan = asyncio.run(run())
+    assert plan.created == 1 and plan.replication == 1  # one broker: auto is 1
+    assert asyncio.run(partitions_of(broker.bootstrap, fresh)) == 4
+    assert asyncio.run(partitions_of(broker.bootstrap, narrow)) == 2  # left as it was
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(f"topic {narrow} has 2 partition(s)" in m for m in warned), warned
+
+
+@pytest.mark.skipif(TEST_BROKER != "kafka", reason="Tansu accepts any replication factor")
+def test_a_replication_factor_the_cluster_cannot_have_is_refused_by_name(
+    broker: TestBroker, topic_prefix: str
+) -> None:
+    async def run() -> None:
+        topics = TopicAdmin(access(broker))
+        try:
+            await TopicPlan([topic_prefix + "outbox.wide"], 4, replication=3).ensure(topics)
+        finally:
+            await topics.close()
+
+    with pytest.raises(
+        RuntimeError, match=r"outbox\.wide could not be created.*replication factor 3"
+    ):
+        asyncio.run(run())
+
+
+def test_a_topic_deleted_under_a_running_worker_is_created_again_after_a_failed_send(
+    broker: TestBroker, topic_prefix: str
+) -> None:
+    topic = topic_prefix + TOPIC
+
+    async def run() -> int:
+        guard = guard_for(broker, [topic])
+        try:
+            guard.suspect()
+            await guard.check()
+            admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+            await admin.start()
+            await admin.delete_topics([topic])
+            await admin.close()
+            await guard.check()  # no failed send yet: no check, no broker round trip
+            assert guard.created == 1
+            guard.suspect()  # what a failed send does
+            for _ in range(100):  # deletion completes asynchronously on the broker
+                await guard.check()
+                if guard.created == 2:
+                    break
+                guard.suspect()
+                await asyncio.sleep(0.1)
+            return guard.created
+        finally:
+            await guard.close()
+
+    assert asyncio.run(run()) == 2
+    assert asyncio.run(partitions_of(broker.bootstrap, topic)) == 4
+
+
+# -- Tansu, which forgets topics when it restarts ----------------------------------------------
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    with running_broker() as b:
+def tansu() -> Iterator[TansuBroker]:
+    with tansu_broker() as b:
         yield b
 
 
-def restart(broker: Broker) -> None:
-    broker.stop()
-    broker.start()  # same port, nothing on it
+def restart(broker: TansuBroker) -> None:
+    broker.down()
+    broker.up()  # same port, nothing on it
 
 
 async def produce(producer: AIOKafkaProducer, n: int) -> list[str]:
@@ -58,7 +158,9 @@ async def checked(guard: TopicGuard) -> None:
     raise AssertionError("the guard never reached the broker")
 
 
-def test_the_trap_a_topic_created_after_records_fails_its_produces(broker: Broker) -> None:
+def test_the_trap_a_topic_created_after_records_fails_its_produces(tansu: TansuBroker) -> None:
+    broker = tansu
+
     async def run() -> list[str]:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=5000)
         await producer.start()
@@ -68,11 +170,11 @@ def test_the_trap_a_topic_created_after_records_fails_its_produces(broker: Broke
             await admin.create_topics([NewTopic(TOPIC, 4, 1)])
             await admin.close()
             assert set(await produce(producer, 8)) == {"ok"}
-            broker.stop()
+            broker.down()
             # Let the producer see its connection drop while idle (as a relay between
             # rounds does): it then sends to the restarted broker on cached metadata.
             await asyncio.sleep(1.0)
-            broker.start()
+            broker.up()
             assert set(await produce(producer, 8)) == {"ok"}  # accepted: no topic behind it
             admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
             await admin.start()
@@ -85,9 +187,11 @@ def test_the_trap_a_topic_created_after_records_fails_its_produces(broker: Broke
     assert "UnknownError" in asyncio.run(run())
 
 
-def test_the_guard_recreates_lost_topics_before_anything_is_produced(broker: Broker) -> None:
+def test_the_guard_recreates_lost_topics_before_anything_is_produced(tansu: TansuBroker) -> None:
+    broker = tansu
+
     async def run() -> tuple[list[str], int]:
-        guard = TopicGuard(broker.bootstrap, [TOPIC], partitions=4, interval=60.0)
+        guard = guard_for(broker, [TOPIC], interval=60.0)
         try:
             await guard.check()
             assert guard.created == 1
@@ -112,16 +216,18 @@ def test_the_guard_recreates_lost_topics_before_anything_is_produced(broker: Bro
     assert created == 2  # the lost topic was created again, before the first record
 
 
-def test_the_guard_fails_while_the_broker_is_down_and_recovers(broker: Broker) -> None:
+def test_the_guard_fails_while_the_broker_is_down_and_recovers(tansu: TansuBroker) -> None:
+    broker = tansu
+
     async def run() -> int:
-        guard = TopicGuard(broker.bootstrap, [TOPIC], partitions=4, request_timeout_ms=2000)
+        guard = guard_for(broker, [TOPIC], interval=60.0)
         try:
             await guard.check()
-            broker.stop()
+            broker.down()
             guard.suspect()
             with pytest.raises(Exception):
                 await asyncio.wait_for(guard.check(), 20)
-            broker.start()
+            broker.up()
             await checked(guard)
             return guard.created
         finally:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from outbox_app.clock import utcnow
 from outbox_app.database import make_engine
-from outbox_app.devtools.tansu import broker_command
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK, broker_command
 from outbox_app.publish import publish
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema, outbox_table
@@ -382,6 +382,7 @@ class Bench:
             env.update(
                 OUTBOX_DATABASE_URL=url,
                 OUTBOX_BROKER_URL=broker_url,
+                OUTBOX_TOPIC_RECHECK_INTERVAL=TANSU_TOPIC_RECHECK,
                 OUTBOX_SERVICES=SERVICE,
                 OUTBOX_APP_ID=app_id,
                 OUTBOX_WEB_PORT=str(free_port()),

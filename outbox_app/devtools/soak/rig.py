@@ -21,6 +21,7 @@ from outbox_app.devtools.soak.processes import (
     SharedMariaDB,
     WorkerProc,
 )
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Rig:
         env.update(
             OUTBOX_DATABASE_URL=url,
             OUTBOX_BROKER_URL=self.broker.url,
+            OUTBOX_TOPIC_RECHECK_INTERVAL=TANSU_TOPIC_RECHECK,
             OUTBOX_SERVICES=",".join(SERVICES),
             OUTBOX_APP_ID=app_id,
             OUTBOX_HANDLER_MODULES=HANDLER_MODULES,
