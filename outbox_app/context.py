@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, insert
+from sqlalchemy.orm import Session
+
+from outbox_app.errors import HandlerMisuse
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from outbox_app.registry import Registry
 
 
@@ -51,10 +52,43 @@ class WriteBuffer:
             session.execute(insert(table), batch)
 
 
+class HandlerSession(Session):
+    """The session a handler gets: a SQLAlchemy ``Session`` inside the transaction that
+    holds the outbox row's lock, except that it cannot be committed, rolled back or
+    closed: the consumer commits the handler's writes together with the row's new status
+    (a handler's own commit would keep its writes while the row is retried)."""
+
+    def commit(self) -> None:
+        raise HandlerMisuse(
+            "a handler must not commit ctx.session: its writes commit with the outbox row "
+            "when it returns; raise an exception to fail the attempt"
+        )
+
+    def rollback(self) -> None:
+        raise HandlerMisuse(
+            "a handler must not roll back ctx.session: raise an exception to fail the "
+            "attempt (its writes are then undone), or use ctx.session.begin_nested()"
+        )
+
+    def close(self) -> None:
+        raise HandlerMisuse("a handler must not close ctx.session: the consumer owns it")
+
+    # The consumer's own calls.
+    def finish(self) -> None:
+        """Commit (release the savepoint of an isolated handler)."""
+        Session.commit(self)
+
+    def undo(self) -> None:
+        Session.rollback(self)
+
+    def dispose(self) -> None:
+        Session.close(self)
+
+
 @dataclass
 class HandlerContext:
     """Passed to a handler. ``session`` is inside the transaction that holds the outbox
-    row's lock; the handler must not commit or roll it back (raise to fail)."""
+    row's lock; it refuses to commit or roll back (raise to fail)."""
 
     session: Session
     event: Event

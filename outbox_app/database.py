@@ -162,6 +162,20 @@ def is_deadlock(exc: BaseException) -> bool:
     return bool(args) and args[0] == MYSQL_DEADLOCK  # type: ignore[index]
 
 
+# Failures of the database, not of the statement: lock wait timeout, deadlock, and the
+# connection errors below. A handler that meets one has not failed: its batch runs again.
+MYSQL_TRANSIENT = (1205, 1213, 1040)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or _is_connection_error(exc):
+        return True
+    code = getattr(exc.orig, "args", (None,))[0]
+    return code in MYSQL_TRANSIENT or "database is locked" in str(exc.orig)  # SQLite busy
+
+
 def _is_connection_error(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "args", (None,))[0]
     # 2002/2003 can't connect, 2006 gone away, 2013 lost connection, 1927 killed.

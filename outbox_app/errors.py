@@ -74,6 +74,22 @@ class PermanentFailure(OutboxError):
     with this message as its reason."""
 
 
+class HandlerMisuse(PermanentFailure):
+    """A handler did what handlers must not (commit its session, return a coroutine):
+    retrying the same code cannot help, so the row goes dead with this message."""
+
+
+# What a handler raises that no retry of the same code can mend: the row goes dead at once.
+# (An unknown event type or a bad payload from ctx.publish is refused the same way.)
+PERMANENT_HANDLER_ERRORS: tuple[type[Exception], ...] = (
+    PermanentFailure,
+    UnknownEventType,
+    InvalidEvent,
+    WrongService,
+    ConfigurationError,
+)
+
+
 def short_error(exc: BaseException) -> str:
     """``Type: message`` of an error (a driver's own message for a wrapped database error),
     at most 500 characters: for logs and ``last_error``."""

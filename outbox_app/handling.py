@@ -12,6 +12,7 @@ recorded here: its row is consumed once the remote call succeeded after the comm
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,11 +21,16 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from outbox_app.context import Event, HandlerContext, WriteBuffer
+from outbox_app.context import Event, HandlerContext, HandlerSession, WriteBuffer
+from outbox_app.database import is_transient
 from outbox_app.envelope import Envelope
-from outbox_app.errors import PermanentFailure, short_error
+from outbox_app.errors import (
+    PERMANENT_HANDLER_ERRORS,
+    HandlerMisuse,
+    PermanentFailure,
+    short_error,
+)
 from outbox_app.payloads import coerce
 from outbox_app.records import Delivery, Status
 from outbox_app.registry import HandlerSpec, Registry
@@ -54,24 +60,56 @@ class BatchOutcome:
     poison: int = 0
     remote: list[RemoteWork] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    counted: set[int] = field(default_factory=set)  # attempts counted when they started
+
+
+class _CountStarts(Exception):
+    """Some rows of the batch had their attempt counted before their handler runs (and
+    some went dead: their attempts were spent): run the batch again."""
+
+    def __init__(self, counted: set[int], spent: dict[int, str]) -> None:
+        self.counted, self.spent = counted, spent
 
 
 class BatchHandling:
-    """Runs batches of one service's envelopes against its outbox table."""
+    """Runs batches of one service's envelopes against its outbox table.
 
-    def __init__(self, store: OutboxStore, registry: Registry) -> None:
+    A delivery of an event older than ``count_starts_after`` seconds, or of one whose
+    previous attempt started and never finished, may follow a worker crash caused by that
+    very event; such attempts are counted (committed) before their handler runs, so an
+    event that kills its worker every time spends its attempts and ends dead instead of
+    looping. Fresh deliveries skip that extra commit.
+    """
+
+    def __init__(
+        self, store: OutboxStore, registry: Registry, count_starts_after: float = 5.0
+    ) -> None:
         self.store = store
         self.registry = registry
         self.service = store.route.service
+        self.count_starts_after = count_starts_after
 
     def run(self, envelopes: list[Envelope]) -> BatchOutcome:
         """The database part of a batch, in one transaction (see the module docstring)."""
-        try:
-            return self._run(envelopes, isolated=False)
-        except _IsolateHandlers:
-            return self._run(envelopes, isolated=True)
+        counted: set[int] | None = None
+        spent: dict[int, str] = {}
+        while True:
+            try:
+                out = self._run(envelopes, counted, isolated=False)
+            except _CountStarts as starts:
+                counted, spent = starts.counted, starts.spent
+                continue
+            except _IsolateHandlers:
+                out = self._run(envelopes, counted or set(), isolated=True)
+            break
+        if spent:  # dead before the rerun, which saw them as finished
+            out.dead.update(spent)
+            out.duplicates = [i for i in out.duplicates if i not in spent]
+        return out
 
-    def _run(self, envelopes: list[Envelope], *, isolated: bool) -> BatchOutcome:
+    def _run(
+        self, envelopes: list[Envelope], counted: set[int] | None, *, isolated: bool
+    ) -> BatchOutcome:
         out = BatchOutcome()
         by_id: dict[int, Envelope] = {}
         for env in envelopes:
@@ -80,10 +118,14 @@ class BatchHandling:
             by_id[env.outbox_id] = env
         with self.store.engine.connect() as conn, conn.begin() as tx:
             rows = self.store.lock_for_consume(conn, by_id)
+            if counted is None:
+                self._count_starts(conn, rows)  # raises _CountStarts after its commit
+                counted = set()
+            out.counted = counted
             buffer = WriteBuffer()
             # "rollback_only": the session flushes into the batch's transaction and never
             # commits it; a handler that rolls it back is caught below.
-            session = Session(bind=conn, join_transaction_mode="rollback_only")
+            session = HandlerSession(bind=conn, join_transaction_mode="rollback_only")
             try:
                 for outbox_id in by_id:
                     row = rows.get(outbox_id)
@@ -102,14 +144,14 @@ class BatchHandling:
                         buffer.flush(session)
                         session.flush()
                     except DBAPIError as exc:
-                        if exc.connection_invalidated:
+                        if is_transient(exc):
                             raise
                         raise _IsolateHandlers from exc
             finally:
-                session.close()
-            self.store.mark_consumed(out.consumed, conn)
-            self.store.mark_dead(out.dead, conn)
-            outcome = self.store.record_failures(out.failed, conn)
+                session.dispose()
+            self.store.mark_consumed(out.consumed, conn, counted=counted)
+            self.store.mark_dead(out.dead, conn, counted=counted)
+            outcome = self.store.record_failures(out.failed, conn, counted=counted)
         for row_id in outcome.dead:
             out.dead[row_id] = out.failed.pop(row_id)
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -126,8 +168,35 @@ class BatchHandling:
             )
         return out
 
+    def _count_starts(self, conn: Connection, rows: dict[int, Delivery]) -> None:
+        """Count the attempts of suspect rows before their handlers run (see the class
+        docstring); a row whose attempts crashes used up goes dead without running."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        age = self.count_starts_after
+        suspects = [
+            r
+            for r in rows.values()
+            if r.status in (Status.PENDING, Status.PUBLISHED)
+            and (r.started or (now - r.created_at).total_seconds() >= age)
+        ]
+        if not suspects:
+            return
+        spent = {
+            r.id: f"attempts spent: the worker stopped while handling it ({r.retry_count} of "
+            f"{r.max_retry} attempts)"
+            for r in suspects
+            if r.retry_count >= r.max_retry
+        }
+        for row_id, reason in spent.items():
+            log.error("consumer %s: outbox id %d: %s: row is dead", self.service, row_id, reason)
+        self.store.mark_dead(spent, conn, counted=spent)
+        starting = [r.id for r in suspects if r.id not in spent]
+        self.store.mark_started(starting, conn)
+        conn.commit()
+        raise _CountStarts(set(starting), spent)
+
     def _prepare(
-        self, session: Session, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
+        self, session: HandlerSession, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
     ) -> tuple[HandlerSpec, HandlerContext] | None:
         """The handler and its context, or None when the row went dead (no handler for
         its event type, or a payload that does not decode)."""
@@ -156,14 +225,15 @@ class BatchHandling:
             event_type=row.event_type,
             service=self.service,
             key=row.message_key,
-            attempt=row.retry_count + 1,
+            # retry_count already holds this attempt when it was counted as it started
+            attempt=row.retry_count + (0 if row.id in out.counted else 1),
             created_at=row.created_at,
             traceparent=row.traceparent,
         )
         return spec, HandlerContext(session, event, payload, self.registry, buffer)
 
     def _run_handler(
-        self, session: Session, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
+        self, session: HandlerSession, buffer: WriteBuffer, row: Delivery, out: BatchOutcome
     ) -> None:
         """The optimistic pass: any failure reruns the batch isolated."""
         prepared = self._prepare(session, buffer, row, out)
@@ -171,9 +241,9 @@ class BatchHandling:
             return
         spec, ctx = prepared
         try:
-            result = spec.func(ctx)
+            result = call(spec, ctx)
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            if is_transient(exc):
                 raise
             raise _IsolateHandlers from exc
         except Exception as exc:
@@ -183,34 +253,36 @@ class BatchHandling:
     def _run_isolated(self, conn: Connection, row: Delivery, out: BatchOutcome) -> None:
         """The isolated pass: the handler's writes live in its own savepoint."""
         buffer = WriteBuffer()
-        with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+        session = HandlerSession(bind=conn, join_transaction_mode="create_savepoint")
+        try:
             prepared = self._prepare(session, buffer, row, out)
             if prepared is None:
                 return
             spec, ctx = prepared
             at = where(self.service, row)
             try:
-                result = spec.func(ctx)
+                result = call(spec, ctx)
                 buffer.flush(session)
-                session.commit()  # releases the handler's savepoint
-            except PermanentFailure as exc:
-                session.rollback()
-                out.dead[row.id] = f"permanent failure: {exc}"
+                session.finish()  # releases the handler's savepoint
+            except PERMANENT_HANDLER_ERRORS as exc:
+                session.undo()
+                what = str(exc) if type(exc) is PermanentFailure else short_error(exc)
+                out.dead[row.id] = f"permanent failure: {what}"
                 log.error(
                     "consumer %s: handler gave up on %s: %s: row is dead", self.service, at, exc
                 )
                 return
             except DBAPIError as exc:
-                if exc.connection_invalidated:
-                    raise  # the whole transaction is gone: retry the batch
-                session.rollback()
+                if is_transient(exc):
+                    raise  # the database, not the event: the whole batch runs again
+                session.undo()
                 out.failed[row.id] = short_error(exc)
                 log.warning(
                     "consumer %s: handler failed for %s: %s", self.service, at, short_error(exc)
                 )
                 return
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
-                session.rollback()
+                session.undo()
                 out.failed[row.id] = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "consumer %s: handler failed for %s (attempt %d): %s: %s",
@@ -221,6 +293,8 @@ class BatchHandling:
                     exc,
                 )
                 return
+        finally:
+            session.dispose()
         self._succeeded(spec, ctx.event, result, out)
 
     @staticmethod
@@ -229,6 +303,22 @@ class BatchHandling:
             out.remote.append(RemoteWork(spec, event, result))
         else:
             out.consumed.append(event.outbox_id)
+
+
+def call(spec: HandlerSpec, ctx: HandlerContext) -> Any:
+    """Run the handler; a handler that returns a coroutine (an ``async def`` that slipped
+    past registration, or a wrapper around one) did nothing: refuse it."""
+    result = spec.func(ctx)
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: no "coroutine was never awaited" warning
+        raise HandlerMisuse(
+            f"handler {spec.name} returned an awaitable: handlers run inside the database "
+            "transaction in a worker thread and must be plain functions; put async work in "
+            "after_commit="
+        )
+    return result
 
 
 def id_list(ids: list[int], shown: int = 10) -> str:

@@ -67,13 +67,19 @@ class Delivery:
     retry_count: int
     created_at: datetime
     traceparent: str | None
+    # Selected by the consumer's lock only:
+    max_retry: int = 20
+    started: bool = False  # an attempt was counted when it started and never finished
 
     @classmethod
     def from_row(cls, row: Any) -> Delivery:
-        """From a row selected with ``DELIVERY_COLUMNS``, in that order."""
+        """From a row selected with ``DELIVERY_COLUMNS`` (and, for the consumer, the two
+        extra columns), in that order."""
         values = list(row)
         values[5] = Status(values[5])
+        if len(values) > 10:
+            values[10] = bool(values[10])
         return cls(*values)
 
 
-DELIVERY_COLUMNS = tuple(Delivery.__dataclass_fields__)
+DELIVERY_COLUMNS = tuple(Delivery.__dataclass_fields__)[:9]

@@ -25,3 +25,21 @@ class RetryPolicy:
         if attempt >= max_retry:
             return None
         return self.delay(attempt)
+
+
+@dataclass
+class Backoff:
+    """Waits between tries of something that is down (a broker, a database): doubling
+    from ``first`` up to ``cap`` seconds; ``reset`` once it answers."""
+
+    first: float = 0.5
+    cap: float = 10.0
+    _next: float = 0.0
+
+    def next(self) -> float:
+        delay = self._next or self.first
+        self._next = min(delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = 0.0

@@ -200,10 +200,18 @@ class Settings:
     db_pool_size: int = _setting(
         "OUTBOX_DB_POOL_SIZE", 8, "database connections, and threads running database work", int
     )
+    count_starts_after: float = _setting(
+        "OUTBOX_COUNT_STARTS_AFTER",
+        5.0,
+        "deliveries of events older than this count their attempt when the handler starts, "
+        "so an event that crashes its worker spends attempts",
+        parse_duration,
+    )
     visibility_timeout: float = _setting(
         "OUTBOX_VISIBILITY_TIMEOUT",
         300.0,
-        "published rows not consumed within this go back to pending; 0 turns it off",
+        "published rows not consumed within this are published again (no attempt spent); "
+        "0 turns it off",
         parse_duration,
     )
     retention: float = _setting(

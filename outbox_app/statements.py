@@ -11,11 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, Update, bindparam, insert, select, update
+from sqlalchemy import Insert, Select, Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.sql.elements import BindParameter
 
 from outbox_app.clock import db_time, utcnow
 from outbox_app.records import DELIVERY_COLUMNS, LIVE, Status
+
+# ``last_error`` of a row whose attempt was counted when its handler started: it stays
+# there only if the worker stopped before the attempt had an outcome.
+STARTED_ERROR = "handler started; the worker stopped before it finished"
 
 
 @dataclass
@@ -24,8 +28,11 @@ class HotStatements:
     add: Insert
     claim_lease: Update
     mark_published: Update
+    release: Update
     lock: Select[Any]
+    mark_started: Update
     mark_consumed: Update
+    mark_consumed_started: Update
     _claims: dict[tuple[int, float], Select[Any]] = field(default_factory=dict)
 
     def claim(self, limit: int, lease_s: float) -> Select[Any]:
@@ -43,6 +50,21 @@ class HotStatements:
                 .with_for_update(skip_locked=True)
             )
         return stmt
+
+
+def consumed(t: Table, ids: BindParameter[Any], retry_count: Any) -> Update:
+    return (
+        update(t)
+        .where(t.c.id.in_(ids), t.c.status.in_(LIVE))
+        .values(
+            status=Status.CONSUMED.value,
+            consumed_at=utcnow(),
+            next_retry_at=None,
+            last_error=None,
+            retry_count=retry_count,
+            updated_at=utcnow(),
+        )
+    )
 
 
 def delivery_columns(table: Table) -> list[Any]:
@@ -88,15 +110,27 @@ def hot_statements(t: Table) -> HotStatements:
             next_retry_at=None,
             updated_at=utcnow(),
         ),
-        lock=select(*delivery_columns(t)).where(t.c.id.in_(ids)).order_by(t.c.id).with_for_update(),
-        mark_consumed=update(t)
+        release=update(t)
+        .where(
+            t.c.id.in_(ids),
+            t.c.status == Status.PENDING.value,
+            t.c.next_retry_at == bindparam("token"),
+        )
+        .values(next_retry_at=utcnow(), updated_at=utcnow()),
+        # Delivery columns, then what the consumer also needs: the attempt budget, and
+        # whether an attempt that started earlier never finished.
+        lock=select(
+            *delivery_columns(t),
+            t.c.max_retry,
+            func.coalesce(t.c.last_error.like(STARTED_ERROR + "%"), False),
+        )
+        .where(t.c.id.in_(ids))
+        .order_by(t.c.id)
+        .with_for_update(),
+        mark_started=update(t)
         .where(t.c.id.in_(ids), t.c.status.in_(LIVE))
-        .values(
-            status=Status.CONSUMED.value,
-            consumed_at=utcnow(),
-            next_retry_at=None,
-            last_error=None,
-            updated_at=utcnow(),
-        ),
+        .values(retry_count=t.c.retry_count + 1, last_error=STARTED_ERROR, updated_at=utcnow()),
+        mark_consumed=consumed(t, ids, t.c.retry_count),
+        mark_consumed_started=consumed(t, ids, t.c.retry_count - 1),
     )
     return built

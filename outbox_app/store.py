@@ -11,7 +11,7 @@ relays skip the rows, a crashed relay's rows come back when the lease ends, and
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +25,6 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    literal,
     or_,
     select,
     update,
@@ -129,6 +128,15 @@ class OutboxStore:
             result = conn.execute(self._sql.mark_published, {"ids": list(ids), "token": token})
         return _rowcount(result)
 
+    def release_claim(self, ids: Sequence[int], token: datetime) -> int:
+        """Give claimed rows back, due now and with no attempt spent: the broker could not
+        take them (an outage is not the events' fault)."""
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(self._sql.release, {"ids": list(ids), "token": token})
+        return _rowcount(result)
+
     # -- failures --------------------------------------------------------------------
     def record_failures(
         self,
@@ -136,10 +144,12 @@ class OutboxStore:
         conn: Executor | None = None,
         *,
         token: datetime | None = None,
+        counted: Collection[int] = (),
     ) -> FailureOutcome:
         """One failed attempt per row: back to pending after a backoff, or dead when the
         attempts are spent. Rows already consumed or dead are left alone; with ``token``
-        (a relay's claim) only rows still holding it are touched."""
+        (a relay's claim) only rows still holding it are touched. ``counted`` rows had
+        this attempt counted when it started (``mark_started``)."""
         if not errors:
             return FailureOutcome([], [])
         t = self.table
@@ -154,7 +164,8 @@ class OutboxStore:
                 query = query.where(t.c.next_retry_at == token)
             params, retried, dead = [], [], []
             for row_id, retry_count, max_retry in c.execute(query).all():
-                delay = self.policy.next_step(retry_count, max_retry)
+                before = retry_count - 1 if row_id in counted else retry_count
+                delay = self.policy.next_step(before, max_retry)
                 if delay is None:
                     dead.append(row_id)
                 else:
@@ -165,6 +176,7 @@ class OutboxStore:
                         "b_status": (Status.DEAD if delay is None else Status.PENDING).value,
                         "b_delay": delay or 0.0,
                         "b_error": truncate_error(errors[row_id]),
+                        "b_inc": 0 if row_id in counted else 1,
                     }
                 )
             if params:
@@ -173,7 +185,7 @@ class OutboxStore:
                     .where(t.c.id == bindparam("b_id"), _is_live(t))
                     .values(
                         status=bindparam("b_status"),
-                        retry_count=t.c.retry_count + 1,
+                        retry_count=t.c.retry_count + bindparam("b_inc"),
                         next_retry_at=case(
                             (bindparam("b_status") == Status.DEAD.value, None),
                             else_=db_time(bindparam("b_delay")),
@@ -185,9 +197,16 @@ class OutboxStore:
                 )
         return FailureOutcome(retried, dead)
 
-    def mark_dead(self, reasons: Mapping[int, str], conn: Executor | None = None) -> int:
+    def mark_dead(
+        self,
+        reasons: Mapping[int, str],
+        conn: Executor | None = None,
+        *,
+        counted: Collection[int] = (),
+    ) -> int:
         """pending/published -> dead for unrecoverable rows (unknown type, bad payload,
-        ``PermanentFailure``); the attempt that found out counts."""
+        ``PermanentFailure``, attempts spent by crashes); the attempt that found out
+        counts (``counted``: it was counted when it started)."""
         if not reasons:
             return 0
         t = self.table
@@ -197,12 +216,15 @@ class OutboxStore:
                 .where(t.c.id == bindparam("b_id"), _is_live(t))
                 .values(
                     status=Status.DEAD.value,
-                    retry_count=t.c.retry_count + 1,  # the delivery that found it hopeless
+                    retry_count=t.c.retry_count + bindparam("b_inc"),  # the delivery that knew
                     next_retry_at=None,
                     last_error=bindparam("b_error"),
                     updated_at=utcnow(),
                 ),
-                [{"b_id": i, "b_error": truncate_error(r)} for i, r in reasons.items()],
+                [
+                    {"b_id": i, "b_error": truncate_error(r), "b_inc": 0 if i in counted else 1}
+                    for i, r in reasons.items()
+                ],
             )
         return _rowcount(result)
 
@@ -215,13 +237,28 @@ class OutboxStore:
         rows = conn.execute(self._sql.lock, {"ids": wanted}).all()
         return {r.id: Delivery.from_row(r) for r in rows}
 
-    def mark_consumed(self, ids: Sequence[int], conn: Executor | None = None) -> int:
-        """pending/published -> consumed; inside the handler's transaction when given."""
+    def mark_started(self, ids: Sequence[int], conn: Executor) -> int:
+        """Count the attempt before the handler runs (committed by the caller first): if the
+        worker dies while it runs, the attempt stays counted, so an event that kills its
+        worker every time ends dead. ``last_error`` says so until an outcome replaces it."""
+        if not ids:
+            return 0
+        return _rowcount(conn.execute(self._sql.mark_started, {"ids": list(ids)}))
+
+    def mark_consumed(
+        self, ids: Sequence[int], conn: Executor | None = None, *, counted: Collection[int] = ()
+    ) -> int:
+        """pending/published -> consumed; inside the handler's transaction when given.
+        ``counted`` rows had the successful attempt counted when it started: uncounted."""
         if not ids:
             return 0
         with self._tx(conn) as c:
-            result = c.execute(self._sql.mark_consumed, {"ids": list(ids)})
-        return _rowcount(result)
+            plain = [i for i in ids if i not in counted]
+            n = _rowcount(c.execute(self._sql.mark_consumed, {"ids": plain})) if plain else 0
+            started = [i for i in ids if i in counted]
+            if started:
+                n += _rowcount(c.execute(self._sql.mark_consumed_started, {"ids": started}))
+        return n
 
     # -- operators and maintenance -----------------------------------------------------
     def requeue_dead(
@@ -258,8 +295,8 @@ class OutboxStore:
         return found
 
     def recover_stale(self, visibility_s: float, limit: int = 1000) -> int:
-        """published -> pending when not consumed within the visibility timeout (the
-        broker lost the message); counts as an attempt, dead when attempts are spent."""
+        """published -> pending when not consumed within the visibility timeout (the broker
+        lost the message, or the consumers lag): published again, no attempt spent."""
         t = self.table
         cutoff = db_time(-visibility_s)
         with self.engine.begin() as conn:
@@ -275,7 +312,6 @@ class OutboxStore:
             ]
             if not ids:
                 return 0
-            exhausted = t.c.retry_count + 1 >= t.c.max_retry
             result = conn.execute(
                 update(t)
                 .where(
@@ -283,19 +319,7 @@ class OutboxStore:
                     t.c.status == Status.PUBLISHED.value,
                     t.c.published_at < cutoff,
                 )
-                # MySQL assigns left to right and later assignments see earlier ones:
-                # retry_count goes last, so both CASEs read the old count (else a row
-                # could end pending with no next_retry_at, never claimed again).
-                .ordered_values(
-                    (t.c.status, case((exhausted, Status.DEAD.value), else_=Status.PENDING.value)),
-                    (t.c.next_retry_at, case((exhausted, None), else_=utcnow())),
-                    (
-                        t.c.last_error,
-                        literal(f"not consumed within the visibility timeout ({visibility_s:g}s)"),
-                    ),
-                    (t.c.updated_at, utcnow()),
-                    (t.c.retry_count, t.c.retry_count + 1),
-                )
+                .values(status=Status.PENDING.value, next_retry_at=utcnow(), updated_at=utcnow())
             )
         return _rowcount(result)
 

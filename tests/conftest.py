@@ -127,8 +127,9 @@ def topic_prefix() -> str:
 @pytest.fixture(autouse=True, scope="module")
 def _isolated_default_registry() -> Iterator[None]:
     """Handlers a test module loads into the default registry leave with it. The business
-    handlers are loaded first: imports register once per process, so they must stay."""
-    default_registry.load_modules(["handlers"])
+    handlers (and the e2e tests' failing ones) are loaded first: imports register once per
+    process, so they must stay."""
+    default_registry.load_modules(["handlers", "tests.e2e.flaky_handlers"])
     snapshot = default_registry.snapshot()
     yield
     default_registry.restore(snapshot)

@@ -8,14 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
 from outbox_app.envelope import BadEnvelope, Envelope, decode
-from outbox_app.errors import DatabaseUnavailable, short_error
 from outbox_app.handling import BatchHandling, BatchOutcome
 from outbox_app.worker.batching import run_batches
 from outbox_app.worker.remote import run_remote_work
-from outbox_app.worker.runtime import Runtime
+from outbox_app.worker.runtime import Runtime, until_the_database_answers
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +22,9 @@ class ServiceConsumer:
         self.rt = runtime
         self.service = service
         self.store = runtime.stores[service]
-        self.handling = BatchHandling(self.store, runtime.registry)
+        self.handling = BatchHandling(
+            self.store, runtime.registry, runtime.settings.count_starts_after
+        )
         self._announced = False
 
     async def agent(self, stream: AsyncIterator[Any]) -> None:
@@ -79,23 +78,12 @@ class ServiceConsumer:
         return outcome
 
     async def _run_with_retry(self, envelopes: list[Envelope]) -> BatchOutcome:
-        delay = 0.2
-        while True:
-            try:
-                return await self.rt.executor.run(self.handling.run, envelopes)
-            except (DatabaseUnavailable, OperationalError) as exc:
-                # Lost connection, lock timeout, or a deadlock the executor's immediate
-                # reruns did not get past: the transaction rolled back whole, so the
-                # batch can simply run again.
-                log.warning(
-                    "consumer %s: batch of %d rolled back (%s); retrying in %.1fs",
-                    self.service,
-                    len(envelopes),
-                    short_error(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await until_the_database_answers(
+            self.rt,
+            f"consumer {self.service}: batch of {len(envelopes)}",
+            self.handling.run,
+            envelopes,
+        )
 
     def _observe(self, out: BatchOutcome) -> None:
         m, s = self.rt.metrics, self.service

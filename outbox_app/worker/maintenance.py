@@ -31,8 +31,8 @@ class Maintenance:
                 if recovered:
                     rt.metrics.recovered.labels(service).inc(recovered)
                     log.warning(
-                        "maintenance %s: %d published row(s) not consumed within %.0fs "
-                        "returned to pending",
+                        "maintenance %s: %d published row(s) not consumed within %.0fs: "
+                        "publishing them again (no attempt spent)",
                         service,
                         recovered,
                         s.visibility_timeout,

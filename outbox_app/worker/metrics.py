@@ -45,6 +45,18 @@ class Metrics:
             "outbox_stale_recovered", "Published rows returned to pending", ["service"], registry=r
         )
         self.purged = Counter("outbox_purged", "Consumed rows purged", ["service"], registry=r)
+        self.relay_paused = Gauge(
+            "outbox_relay_paused",
+            "1 while the relay is paused because the broker or the database is down",
+            ["service"],
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "outbox_dependency_up",
+            "1 while the broker / the database answers this worker",
+            ["dependency"],
+            registry=r,
+        )
         self.relay_batch = Histogram(
             "outbox_relay_batch_size",
             "Rows per relay claim",

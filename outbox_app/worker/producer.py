@@ -40,6 +40,10 @@ def partition_for(key: bytes | None, partitions: Sequence[int], available: Seque
     return partitions[_key_hash(key) % len(partitions)]
 
 
+class RecordRefused(Exception):
+    """The producer will not take this record, whatever the broker's state."""
+
+
 def failed(exc: BaseException) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
@@ -104,11 +108,17 @@ class BatchProducer:
         members: list[int] = []
         for i in indices:
             if not _append(batch, records[i]):  # full: hand it over, start the next one
-                future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append((members, self._watch(future)))
+                if members:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sent.append((members, self._watch(future)))
                 batch, members = producer.create_batch(), []
                 if not _append(batch, records[i]):  # an empty batch takes any one record
-                    raise RuntimeError(f"the producer refused record {i} in an empty batch")
+                    refused = RecordRefused(
+                        f"the producer refused record {i} ({len(records[i][1])} bytes) even in "
+                        "an empty batch"
+                    )
+                    sent.append(([i], failed(refused)))
+                    continue
             members.append(i)
         if members:
             future = await producer.send_batch(batch, topic, partition=partition)

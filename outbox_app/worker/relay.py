@@ -1,5 +1,12 @@
-"""The relay: claim due rows, publish them with their keys, wait for the acks, mark
-them published in bulk. Nothing else: no business logic, no schema work."""
+"""The relay: claim due rows, publish them with their keys, wait for the acks, mark them
+published in bulk. Nothing else: no business logic, no schema work.
+
+What a failed send means depends on why it failed. A record the broker refuses for what
+it is (too large, corrupt) will be refused again: that is the event's failed attempt. Any
+other failure (broker down or timing out, no leader, a topic that is gone) is the
+infrastructure's: the claimed rows are given back at once with no attempt spent, and the
+relay pauses with backoff, says so once, and says when it resumes.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,49 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
 from outbox_app.envelope import encode
+from outbox_app.errors import short_error
 from outbox_app.records import Delivery
+from outbox_app.retry import Backoff
 from outbox_app.store import Claim
-from outbox_app.worker.producer import PublishFunc
+from outbox_app.worker.producer import PublishFunc, RecordRefused
 from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 # Rounds whose acks and marking may still be outstanding while the next round claims.
 MAX_ROUNDS_IN_FLIGHT = 3
+
+# Refusals of the record itself: sending it again cannot help, so they are its attempts.
+REFUSED_RECORDS = (
+    RecordRefused,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+
+
+class BrokerTrouble(Exception):
+    """A round could not be delivered for reasons of the broker's: its rows were given back."""
+
+
+@dataclass
+class Acks:
+    refused: dict[int, str] = field(default_factory=dict)  # the record's own fault
+    unsent: dict[int, str] = field(default_factory=dict)  # the infrastructure's
 
 
 class Relay:
@@ -30,9 +68,10 @@ class Relay:
         self.topic = runtime.topics[service]
         self.publish = publish
         self._announced = False
-        self._failing = False
         self._pause = 0.0  # current idle back-off, between the two relay intervals
         self._next_poll = 0.0
+        self._backoff = Backoff(0.5, 10.0)  # while the broker or the database is down
+        self._paused_since: float | None = None
 
     async def run_once(self) -> int:
         """One complete round: returns how many rows were claimed (published or not)."""
@@ -60,60 +99,65 @@ class Relay:
         sent: list[tuple[list[int], Any]],
         started: float,
     ) -> None:
-        errors = await self._wait_acks(sent)
-        ok = [r.id for r in claim.rows if r.id not in errors]
+        acks = await self._wait_acks(sent)
+        failed = acks.refused.keys() | acks.unsent.keys()
+        ok = [r.id for r in claim.rows if r.id not in failed]
         if ok:
             await self.rt.executor.run(self.store.mark_published, ok, claim.token)
         m = self.rt.metrics
         m.relay_batch.labels(self.service).observe(len(claim.rows))
-        m.publish_latency.labels(self.service).observe(time.monotonic() - started)
         m.published.labels(self.service).inc(len(ok))
-        if errors:
+        if ok:
+            m.publish_latency.labels(self.service).observe(time.monotonic() - started)
+        if acks.refused:
             outcome = await self.rt.executor.run(
-                self.store.record_failures, errors, token=claim.token
+                self.store.record_failures, acks.refused, token=claim.token
             )
-            m.publish_failures.labels(self.service).inc(len(errors))
+            m.publish_failures.labels(self.service).inc(len(acks.refused))
             m.dead.labels(self.service).inc(len(outcome.dead))
-            first_id, first = next(iter(errors.items()))
+            first_id, first = next(iter(acks.refused.items()))
             log.warning(
-                "relay %s: %d of %d row(s) not published (%d will retry, %d dead); "
+                "relay %s: the broker refused %d record(s) of %d (%d will retry, %d dead); "
                 "first: outbox id %d: %s",
                 self.service,
-                len(errors),
+                len(acks.refused),
                 len(claim.rows),
                 len(outcome.retried),
                 len(outcome.dead),
                 first_id,
                 first,
             )
+        if acks.unsent:
+            await self.rt.executor.run(self.store.release_claim, list(acks.unsent), claim.token)
+            raise BrokerTrouble(next(iter(acks.unsent.values())))
 
     async def _send_all(self, rows: list[Delivery]) -> list[tuple[list[int], Any]]:
         """Hand the round to the producer: (row ids, ack future) per batch."""
         sent = await self.publish(self.topic, [encode(row) for row in rows])
         return [([rows[i].id for i in indices], future) for indices, future in sent]
 
-    async def _wait_acks(self, futures: list[tuple[list[int], Any]]) -> dict[int, str]:
-        errors: dict[int, str] = {}
+    async def _wait_acks(self, futures: list[tuple[list[int], Any]]) -> Acks:
+        acks = Acks()
         if not futures:
-            return errors
+            return acks
         # Stay well inside the claim lease, so no other relay re-claims these rows.
         timeout = max(1.0, self.rt.settings.claim_lease * 0.8)
         _, late = await asyncio.wait([f for _, f in futures], timeout=timeout)
         for ids, fut in futures:
             if fut in late:
                 fut.cancel()
-                reason = f"publish to {self.topic} failed: no ack in {timeout:g}s"
+                acks.unsent.update(dict.fromkeys(ids, f"no ack from the broker in {timeout:g}s"))
             elif (failure := fut.exception()) is not None:
-                reason = f"publish to {self.topic} failed: {type(failure).__name__}: {failure}"
-            else:
-                continue
-            errors.update(dict.fromkeys(ids, reason))
-        return errors
+                reason = f"publish to {self.topic} failed: {short_error(failure)}"
+                target = acks.refused if isinstance(failure, REFUSED_RECORDS) else acks.unsent
+                target.update(dict.fromkeys(ids, reason))
+        return acks
 
     async def tick(self) -> None:
         """Called by the Faust timer every ``relay_interval``: goes again at once while
         rows keep coming (a full batch, or new rows committed during the round), and
-        polls less often (up to ``relay_idle_interval``) while there is nothing to do."""
+        polls less often (up to ``relay_idle_interval``) while there is nothing to do;
+        pauses with backoff while the broker or the database is down."""
         rt = self.rt
         if not rt.ready.is_set() or time.monotonic() < self._next_poll:
             return
@@ -127,36 +171,71 @@ class Relay:
                 rt.settings.relay_batch,
                 rt.settings.claim_lease,
             )
-        claimed = 0
-        settling: deque[Awaitable[None]] = deque()
         try:
-            try:
-                while True:
-                    n, round_settling = await self._start_round()
-                    claimed += n
-                    if round_settling is not None:
-                        settling.append(round_settling)
-                    if n == 0:
-                        break
-                    if len(settling) >= MAX_ROUNDS_IN_FLIGHT:
-                        await settling.popleft()
-            finally:
-                # Every round settles before the tick ends, even when one failed.
-                results = await asyncio.gather(*settling, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-            if self._failing:
-                self._failing = False
-                log.info("relay %s: recovered", self.service)
+            claimed = await self._rounds()
         except Exception as exc:  # noqa: BLE001 - the timer must survive anything
-            # The rows stay in the database: a later round publishes them.
-            if not self._failing:
-                log.warning("relay %s: round failed: %s: %s", self.service, type(exc).__name__, exc)
-            self._failing = True
+            self._paused(exc)
+            return
+        self._resumed()
         s = rt.settings
         if claimed:
             self._pause = 0.0
         else:
             self._pause = min(max(self._pause * 2, s.relay_interval), s.relay_idle_interval)
         self._next_poll = time.monotonic() + self._pause
+
+    async def _rounds(self) -> int:
+        """Rounds back to back while rows keep coming; every round settles before this
+        returns, and the first failure is raised once they have."""
+        claimed = 0
+        settling: deque[Awaitable[None]] = deque()
+        try:
+            while True:
+                n, round_settling = await self._start_round()
+                claimed += n
+                if round_settling is not None:
+                    settling.append(round_settling)
+                if n == 0:
+                    break
+                if len(settling) >= MAX_ROUNDS_IN_FLIGHT:
+                    await settling.popleft()
+        finally:
+            results = await asyncio.gather(*settling, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return claimed
+
+    def _paused(self, exc: BaseException) -> None:
+        """The rows stay in the database (given back when the broker failed them): a later
+        round publishes them. No attempt is spent on an outage."""
+        broker = isinstance(exc, BrokerTrouble)
+        dependency = self.rt.health.broker if broker else self.rt.health.database
+        reason = str(exc) if broker else short_error(exc)
+        delay = self._backoff.next()
+        self._next_poll = time.monotonic() + delay
+        self.rt.metrics.relay_paused.labels(self.service).set(1)
+        first = self._paused_since is None
+        if first:
+            self._paused_since = time.monotonic()
+        if dependency.failed(reason) or first:
+            log.warning(
+                "relay %s: paused, %s unavailable (%s); no attempts spent%s; retrying with "
+                "backoff (up to %.0fs)",
+                self.service,
+                dependency.name,
+                reason,
+                ", rows given back" if broker else "",
+                self._backoff.cap,
+            )
+
+    def _resumed(self) -> None:
+        self._backoff.reset()
+        if self._paused_since is None:
+            return
+        lasted = time.monotonic() - self._paused_since
+        self._paused_since = None
+        self.rt.metrics.relay_paused.labels(self.service).set(0)
+        for dependency in self.rt.health.dependencies():
+            dependency.answered()
+        log.info("relay %s: resumed after %.1fs", self.service, lasted)

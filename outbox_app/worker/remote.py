@@ -8,7 +8,7 @@ import logging
 
 from outbox_app.handling import BatchOutcome
 from outbox_app.store import OutboxStore
-from outbox_app.worker.runtime import Runtime
+from outbox_app.worker.runtime import Runtime, until_the_database_answers
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,13 @@ async def run_remote_work(rt: Runtime, store: OutboxStore, outcome: BatchOutcome
     }
     for row_id, reason in failed.items():
         log.warning("consumer %s: outbox id %d: %s", service, row_id, reason)
+    what = f"consumer {service}: marking remote work"
     if ok:
-        await rt.executor.run(store.mark_consumed, ok)
+        await until_the_database_answers(rt, what, store.mark_consumed, ok, counted=outcome.counted)
         outcome.consumed.extend(ok)
     if failed:
-        res = await rt.executor.run(store.record_failures, failed)
+        res = await until_the_database_answers(
+            rt, what, store.record_failures, failed, counted=outcome.counted
+        )
         outcome.failed.update({i: failed[i] for i in res.retried})
         outcome.dead.update({i: failed[i] for i in res.dead})

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import OperationalError
 
 from outbox_app.database import DatabaseExecutor, make_engine, refusal
-from outbox_app.errors import DatabaseRefused, short_error
+from outbox_app.errors import DatabaseRefused, DatabaseUnavailable, short_error
 from outbox_app.registry import Registry
-from outbox_app.retry import RetryPolicy
+from outbox_app.retry import Backoff, RetryPolicy
 from outbox_app.schema import create_schema
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
+from outbox_app.worker.health import Health
 from outbox_app.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -34,6 +38,7 @@ class Runtime:
         # The Kafka topic of each owned service (OUTBOX_TOPIC_PREFIX applied).
         self.topics = {s: settings.topic_prefix + registry.route(s).topic for s in services}
         self.metrics = Metrics()
+        self.health = Health()
         self._ready: asyncio.Event | None = None
 
     @property
@@ -72,3 +77,26 @@ class Runtime:
     def close(self) -> None:
         self.executor.shutdown()
         self.engine.dispose()
+
+
+async def until_the_database_answers(
+    rt: Runtime, what: str, func: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Run whole transactions in the database pool, again and again while the database is
+    away (lost connection, lock timeout, a deadlock the executor's own reruns did not get
+    past: each rolled back whole, so running it again is safe). No event spends an
+    attempt on that; the outage is logged once, and its end."""
+    backoff = Backoff(0.2, 5.0)
+    while True:
+        try:
+            result = await rt.executor.run(func, *args, **kwargs)
+        except (DatabaseUnavailable, OperationalError) as exc:
+            reason = short_error(exc)
+            if rt.health.database.failed(reason):
+                log.warning("%s rolled back (%s); retrying with backoff", what, reason)
+            await asyncio.sleep(backoff.next())
+            continue
+        lasted = rt.health.database.answered()
+        if lasted is not None:
+            log.info("%s: the database answers again after %.1fs", what, lasted)
+        return result

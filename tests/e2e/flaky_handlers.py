@@ -3,6 +3,9 @@ OUTBOX_HANDLER_MODULES; their effects land in ``flaky_effects``."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
 from outbox_app import HandlerContext, default_registry, handler
@@ -49,3 +52,10 @@ def fails_twice(ctx: HandlerContext) -> None:
 def always_fails(ctx: HandlerContext) -> None:
     _effect(ctx)
     raise RuntimeError("this handler always fails")
+
+
+@handler("flaky.crash", service="flaky")
+def crashes_its_worker(ctx: HandlerContext) -> None:
+    """A poison event: kills the worker process that runs it, every time."""
+    _effect(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)

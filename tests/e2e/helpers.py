@@ -1,5 +1,5 @@
-"""Shared pieces of the end-to-end tests: publishing, counting effects, reading topics,
-and a webhook receiver."""
+"""Shared pieces of the end-to-end tests: a test's stack (database, broker, workers),
+publishing, counting effects, reading topics, and a webhook receiver."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,9 +20,11 @@ from sqlalchemy.orm import Session
 
 from outbox_app import default_registry, publish
 from outbox_app.database import make_engine
+from outbox_app.records import Status
 from outbox_app.schema import create_schema, outbox_table
+from outbox_app.store import OutboxStore
 from outbox_app.worker.topics import topic_partitions
-from tests.support import free_port
+from tests.support import TestBroker, Worker, free_port, unique_prefix, wait_for, worker_env
 
 HANDLER_MODULES = ["handlers", "tests.e2e.flaky_handlers"]
 
@@ -150,3 +153,67 @@ def running_webhook() -> Iterator[Webhook]:
         asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+# -- a stack of one test: database, broker, topics of its own, workers -----------------------
+class Stack:
+    """A database, a broker, topics of its own, and the workers of one test."""
+
+    def __init__(self, tmp: Path, broker: TestBroker, url: str) -> None:
+        self.tmp, self.broker, self.url = tmp, broker, url
+        self.prefix = unique_prefix()
+        self.engine = prepared_engine(url)
+        self.workers: list[Worker] = []
+
+    def topic(self, service: str) -> str:
+        return self.prefix + default_registry.route(service).topic
+
+    def worker(self, services: str, **env: str) -> Worker:
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        w = Worker(
+            worker_env(
+                self.url,
+                self.broker,
+                self.prefix,
+                OUTBOX_SERVICES=services,
+                OUTBOX_HANDLER_MODULES=",".join(HANDLER_MODULES),
+                **env,
+            ),
+            log,
+        ).start()
+        self.workers.append(w)
+        return w
+
+    def store(self, service: str) -> OutboxStore:
+        return OutboxStore(self.engine, default_registry.route(service))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.log()[-4000:]}" for w in self.workers)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.engine.dispose()
+
+
+def effects(engine: Engine, outbox_id: int) -> list[Any]:
+    from tests.e2e.flaky_handlers import flaky_effects
+
+    with engine.connect() as conn:
+        return conn.execute(
+            select(flaky_effects).where(flaky_effects.c.outbox_id == outbox_id)
+        ).all()
+
+
+def wait_status(stack: Stack, service: str, outbox_id: int, status: Status, timeout: float) -> Any:
+    store = stack.store(service)
+
+    def reached() -> Any:
+        row = store.get(outbox_id)
+        return row if row is not None and row.status is status else None
+
+    try:
+        return wait_for(reached, timeout, f"outbox id {outbox_id} to be {status.value}")
+    except AssertionError:
+        print(stack.logs())
+        raise

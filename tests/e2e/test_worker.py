@@ -10,66 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
 
-from outbox_app import default_registry
 from outbox_app.envelope import encode
 from outbox_app.records import Status
-from outbox_app.store import OutboxStore
 from tests.conftest import fresh_mariadb_database
 from tests.e2e.helpers import (
-    HANDLER_MODULES,
+    Stack,
     all_consumed,
+    effects,
     envelope_ids,
-    prepared_engine,
     publish_many,
     read_topic,
     running_webhook,
     scalar,
     send_raw,
     status_counts,
+    wait_status,
 )
-from tests.support import TestBroker, Worker, unique_prefix, wait_for, worker_env
-
-
-class Stack:
-    """A database, a broker, topics of its own, and the workers of one test."""
-
-    def __init__(self, tmp: Path, broker: TestBroker, url: str) -> None:
-        self.tmp, self.broker, self.url = tmp, broker, url
-        self.prefix = unique_prefix()
-        self.engine = prepared_engine(url)
-        self.workers: list[Worker] = []
-
-    def topic(self, service: str) -> str:
-        return self.prefix + default_registry.route(service).topic
-
-    def worker(self, services: str, **env: str) -> Worker:
-        log = self.tmp / f"worker-{len(self.workers)}.log"
-        w = Worker(
-            worker_env(
-                self.url,
-                self.broker,
-                self.prefix,
-                OUTBOX_SERVICES=services,
-                OUTBOX_HANDLER_MODULES=",".join(HANDLER_MODULES),
-                **env,
-            ),
-            log,
-        ).start()
-        self.workers.append(w)
-        return w
-
-    def store(self, service: str) -> OutboxStore:
-        return OutboxStore(self.engine, default_registry.route(service))
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {w.log_path.name}\n{w.log()[-4000:]}" for w in self.workers)
-
-    def close(self) -> None:
-        for w in self.workers:
-            w.stop()
-        self.engine.dispose()
+from tests.support import TestBroker, wait_for
 
 
 @pytest.fixture
@@ -94,29 +52,6 @@ def flaky(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Itera
     finally:
         s.close()
         drop()
-
-
-def effects(engine: Engine, outbox_id: int) -> list[Any]:
-    from tests.e2e.flaky_handlers import flaky_effects
-
-    with engine.connect() as conn:
-        return conn.execute(
-            select(flaky_effects).where(flaky_effects.c.outbox_id == outbox_id)
-        ).all()
-
-
-def wait_status(stack: Stack, service: str, outbox_id: int, status: Status, timeout: float) -> Any:
-    store = stack.store(service)
-
-    def reached() -> Any:
-        row = store.get(outbox_id)
-        return row if row is not None and row.status is status else None
-
-    try:
-        return wait_for(reached, timeout, f"outbox id {outbox_id} to be {status.value}")
-    except AssertionError:
-        print(stack.logs())
-        raise
 
 
 # -- the business handlers, exactly once ---------------------------------------------------

@@ -160,28 +160,38 @@ def test_failed_child_publish_rolls_back_with_its_handler(runtime: Runtime) -> N
 
     (row_id,) = publish_rows(runtime, [("svc.badchain", {})])
     out = handling(runtime).run(envelopes(runtime, [row_id]))
-    assert row_id in out.failed and "unknown event type 'nobody.owns.this'" in out.failed[row_id]
+    # No retry can register the event type: the row is dead at once, with the reason.
+    assert row_id in out.dead and "unknown event type 'nobody.owns.this'" in out.dead[row_id]
     with runtime.engine.connect() as conn:
         table = runtime.stores["svc"].table
         count = conn.execute(select(func.count()).select_from(table)).scalar_one()
     assert count == 1  # the first child was rolled back with the savepoint
 
 
-def test_a_handler_rolling_back_its_session_undoes_only_its_own_writes(runtime: Runtime) -> None:
-    """HandlerContext says not to, but a handler that catches an error and calls
-    ``session.rollback()`` must not take the other handlers' effects with it."""
+@pytest.mark.parametrize("misuse", ["commit", "rollback", "close"])
+def test_a_handler_that_commits_rolls_back_or_closes_its_session_is_refused(
+    runtime: Runtime, misuse: str
+) -> None:
+    """The consumer commits a handler's writes with its outbox row; a handler's own commit
+    (or rollback) would break that. It raises, the row goes dead with the reason, and that
+    handler's writes are undone while the others' stay."""
     reg = runtime.registry
 
-    @reg.handler("svc.rollback", service="svc")
-    def rolls_back(ctx: HandlerContext) -> None:
+    @reg.handler(f"svc.{misuse}", service="svc")
+    def misbehaves(ctx: HandlerContext) -> None:
         ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="undone"))
-        ctx.session.rollback()
+        getattr(ctx.session, misuse)()
         ctx.session.execute(effects.insert().values(outbox_id=ctx.event.outbox_id, note="after"))
 
-    ok1, undo, ok2 = publish_rows(runtime, [("svc.ok", {}), ("svc.rollback", {}), ("svc.ok", {})])
-    out = handling(runtime).run(envelopes(runtime, [ok1, undo, ok2]))
-    assert sorted(out.consumed) == [ok1, undo, ok2]
-    assert sorted(effect_notes(runtime)) == [(ok1, "ok"), (undo, "after"), (ok2, "ok")]
+    ok1, bad, ok2 = publish_rows(runtime, [("svc.ok", {}), (f"svc.{misuse}", {}), ("svc.ok", {})])
+    out = handling(runtime).run(envelopes(runtime, [ok1, bad, ok2]))
+    assert sorted(out.consumed) == [ok1, ok2]
+    assert (
+        f"must not {misuse if misuse != 'rollback' else 'roll back'} ctx.session" in out.dead[bad]
+    )
+    assert sorted(effect_notes(runtime)) == [(ok1, "ok"), (ok2, "ok")]
+    row = runtime.stores["svc"].get(bad)
+    assert row is not None and row.status is Status.DEAD
 
 
 def test_a_deadlock_victim_batch_runs_again_at_once(

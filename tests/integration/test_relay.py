@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
 from sqlalchemy.orm import Session
 
 from outbox_app import Registry, Status, publish
@@ -16,6 +18,7 @@ from outbox_app.envelope import KafkaRecord
 from outbox_app.ops.queries import OutboxQueries
 from outbox_app.settings import Settings
 from outbox_app.worker.producer import Sent, failed
+from outbox_app.worker.relay import BrokerTrouble, Relay
 from outbox_app.worker.runtime import Runtime
 
 
@@ -23,10 +26,16 @@ class Sender:
     """Acks every record, or fails the ones it is told to, like a broker would; one
     future per record (the real publisher has one per partition batch)."""
 
-    def __init__(self, fail_ids: set[int] | None = None, refuse_after: int | None = None) -> None:
+    def __init__(
+        self,
+        fail_ids: set[int] | None = None,
+        refuse_after: int | None = None,
+        error: Exception | None = None,
+    ) -> None:
         self.sent: list[tuple[str, bytes | None, dict[str, Any], dict[str, bytes]]] = []
         self.fail_ids = fail_ids or set()
         self.refuse_after = refuse_after
+        self.error = error or NotLeaderForPartitionError()
 
     async def __call__(self, topic: str, records: list[KafkaRecord]) -> Sent:
         out: Sent = []
@@ -40,7 +49,7 @@ class Sender:
             self.sent.append((topic, key, doc, dict(headers)))
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if doc["outbox_id"] in self.fail_ids:
-                fut.set_exception(RuntimeError("NotLeaderForPartition"))
+                fut.set_exception(self.error)
             else:
                 fut.set_result(None)
             out.append(([i], fut))
@@ -68,9 +77,7 @@ def add(rt: Runtime, n: int) -> list[int]:
         ]
 
 
-def relay(rt: Runtime, sender: Sender):  # type: ignore[no-untyped-def]
-    from outbox_app.worker.relay import Relay
-
+def relay(rt: Runtime, sender: Sender) -> Relay:
     return Relay(rt, "agent", sender)
 
 
@@ -87,29 +94,81 @@ def test_run_once_publishes_with_keys_and_marks_published(runtime: Runtime) -> N
     assert asyncio.run(relay(runtime, sender).run_once()) == 0
 
 
-def test_a_failed_ack_is_a_failed_attempt_and_the_rest_are_published(runtime: Runtime) -> None:
+def test_a_record_the_broker_refuses_is_its_failed_attempt_and_the_rest_are_published(
+    runtime: Runtime,
+) -> None:
     ids = add(runtime, 3)
-    sender = Sender(fail_ids={ids[1]})
+    sender = Sender(fail_ids={ids[1]}, error=MessageSizeTooLargeError())
     asyncio.run(relay(runtime, sender).run_once())
     store = runtime.stores["agent"]
     failed = store.get(ids[1])
     assert failed is not None and failed.status is Status.PENDING and failed.retry_count == 1
-    assert failed.last_error == (
-        "publish to outbox.agent failed: RuntimeError: NotLeaderForPartition"
-    )
+    assert failed.last_error is not None
+    assert failed.last_error.startswith("publish to outbox.agent failed: MessageSizeTooLargeError")
     assert store.get(ids[0]).status is Status.PUBLISHED  # type: ignore[union-attr]
     assert store.get(ids[2]).status is Status.PUBLISHED  # type: ignore[union-attr]
+
+
+def test_a_broker_failure_spends_no_attempt_and_gives_the_rows_back_at_once(
+    runtime: Runtime,
+) -> None:
+    ids = add(runtime, 3)
+    sender = Sender(fail_ids={ids[1]})  # NotLeaderForPartition: the broker's, not the event's
+    with pytest.raises(BrokerTrouble, match="NotLeaderForPartitionError"):
+        asyncio.run(relay(runtime, sender).run_once())
+    store = runtime.stores["agent"]
+    back = store.get(ids[1])
+    assert back is not None and back.status is Status.PENDING and back.retry_count == 0
+    assert back.last_error is None
+    claim = store.claim_due(10, 30)  # due again now, not when the lease ends
+    assert claim is not None and claim.ids == [ids[1]]
+    assert store.get(ids[0]).status is Status.PUBLISHED  # type: ignore[union-attr]
 
 
 def test_an_unreachable_broker_fails_the_rest_of_the_batch_at_once(runtime: Runtime) -> None:
     ids = add(runtime, 5)
     sender = Sender(refuse_after=2)
-    asyncio.run(relay(runtime, sender).run_once())
+    with pytest.raises(BrokerTrouble, match="broker unreachable"):
+        asyncio.run(relay(runtime, sender).run_once())
     store = runtime.stores["agent"]
     rows = [store.get(i) for i in ids]
     assert [r.status for r in rows] == [Status.PUBLISHED] * 2 + [Status.PENDING] * 3  # type: ignore[union-attr]
     assert len(sender.sent) == 2  # no send attempted after the first refusal
-    assert all("broker unreachable" in (r.last_error or "") for r in rows[2:])  # type: ignore[union-attr]
+    assert [r.retry_count for r in rows[2:]] == [0, 0, 0]  # type: ignore[union-attr]
+
+
+def test_an_outage_pauses_the_relay_once_and_it_resumes_when_the_broker_answers(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = add(runtime, 4)
+    sender = Sender(refuse_after=0)  # the broker is down
+    r = relay(runtime, sender)
+
+    async def ticks() -> None:
+        runtime.ready.set()
+        for _ in range(3):
+            r._next_poll = 0.0  # no waiting in a test: each tick tries at once
+            await r.tick()
+        assert (
+            runtime.health.broker.up is False
+            and "broker unreachable" in runtime.health.broker.reason
+        )
+        assert runtime.metrics.relay_paused.labels("agent")._value.get() == 1
+        sender.refuse_after = None  # back
+        r._next_poll = 0.0
+        await r.tick()
+
+    with caplog.at_level("INFO", logger="outbox_app.worker.relay"):
+        asyncio.run(ticks())
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert sum("paused, broker unavailable" in m for m in messages) == 1, messages
+    assert any("resumed after" in m for m in messages), messages
+    assert (
+        runtime.health.broker.up and runtime.metrics.relay_paused.labels("agent")._value.get() == 0
+    )
+    store = runtime.stores["agent"]
+    assert [store.get(i).status for i in ids] == [Status.PUBLISHED] * 4  # type: ignore[union-attr]
+    assert [store.get(i).retry_count for i in ids] == [0] * 4  # type: ignore[union-attr]
 
 
 def test_tick_drains_a_backlog_larger_than_a_batch_in_one_call(runtime: Runtime) -> None:
@@ -137,7 +196,8 @@ def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
     async def ticks() -> None:
         runtime.ready.set()
         await r.tick()  # logged, not raised
-        assert r._failing
+        assert runtime.health.database.up is False
+        assert r._next_poll > time.monotonic()  # it backs off instead of spinning
 
     asyncio.run(ticks())
 

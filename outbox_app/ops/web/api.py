@@ -55,6 +55,7 @@ class WebApi:
         return {
             "now": round(latest.t, 3),
             "stats": latest.stats,
+            "health": self.rt.health.as_dict(),
             "points": self.sampler.points(since),
         }
 
@@ -95,6 +96,7 @@ class WebApi:
 
     # -- prometheus ----------------------------------------------------------------------
     async def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        prom.update_health(self.rt.metrics, self.rt.health)
         try:
             await self.sampler.latest(max_age_s=1.0)
         except params.ApiError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client.exposition import choose_encoder
 
 from outbox_app.records import Status
+from outbox_app.worker.health import Health
 from outbox_app.worker.metrics import Metrics
 
 
@@ -31,6 +32,12 @@ def prime(metrics: Metrics, services: list[str]) -> None:
     for service in services:
         for metric in per_service:
             metric.labels(service)
+        metrics.relay_paused.labels(service).set(0)
+
+
+def update_health(metrics: Metrics, health: Health) -> None:
+    for dependency in health.dependencies():
+        metrics.dependency_up.labels(dependency.name).set(1 if dependency.up else 0)
 
 
 def update_gauges(metrics: Metrics, stats: dict[str, Any]) -> None:
