@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from outbox_app.records import Delivery, OutboxRow
@@ -42,7 +43,7 @@ def encode(row: Delivery | OutboxRow) -> KafkaRecord:
             "service": row.service_name,
             "key": row.message_key,
             "attempt": row.retry_count + 1,
-            "created_at": row.created_at.isoformat() + "Z" if row.created_at else None,
+            "created_at": rfc3339(row.created_at) if row.created_at else None,
         },
         separators=(",", ":"),
     )
@@ -53,11 +54,17 @@ def encode(row: Delivery | OutboxRow) -> KafkaRecord:
         ("ce_id", f"{row.service_name}:{row.id}".encode()),
         ("ce_type", row.event_type.encode()),
         ("ce_source", f"outbox/{row.service_name}".encode()),
+        ("ce_time", rfc3339(row.created_at).encode()),  # when the business transaction wrote it
         ("content-type", b"application/json"),
         ("traceparent", child_of(row.traceparent).encode()),
     ]
     key = row.message_key.encode() if row.message_key is not None else None
     return key, value, headers
+
+
+def rfc3339(naive_utc: datetime) -> str:
+    """RFC 3339 in UTC, microseconds always shown: ``2026-12-01T20:18:50.522000Z``."""
+    return naive_utc.isoformat(timespec="microseconds") + "Z"
 
 
 _PAYLOAD_MARK = b',"payload":'

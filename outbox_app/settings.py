@@ -191,6 +191,12 @@ class Settings:
         "Tansu); 0: only after a failed send",
         parse_duration,
     )
+    metadata_max_age: float = _setting(
+        "OUTBOX_METADATA_MAX_AGE",
+        30.0,
+        "the broker metadata (topics, partitions, leaders) is refreshed at least this often",
+        parse_duration,
+    )
     session_timeout: float = _setting(
         "OUTBOX_SESSION_TIMEOUT", 10.0, "Kafka consumer session timeout", parse_duration
     )

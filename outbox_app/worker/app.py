@@ -18,7 +18,11 @@ from outbox_app.errors import DatabaseRefused, OutboxError, short_error
 from outbox_app.registry import Registry, default_registry
 from outbox_app.settings import Settings
 from outbox_app.worker.compat.assignor import OutboxAssignor
-from outbox_app.worker.compat.log_noise import quiet_relay_overlap, restore_root_log_level
+from outbox_app.worker.compat.log_noise import (
+    quiet_drain_waiters,
+    quiet_relay_overlap,
+    restore_root_log_level,
+)
 from outbox_app.worker.compat.producer import aiokafka_producer
 from outbox_app.worker.compat.supervisor import AgentSupervisor
 from outbox_app.worker.compat.transport import Transport
@@ -104,6 +108,7 @@ def app_id_for(settings: Settings, registry: Registry, services: list[str]) -> s
 def build_app(settings: Settings | None = None, registry: Registry | None = None) -> OutboxApp:
     """Build a worker app; fails fast on handler and route problems."""
     quiet_relay_overlap()
+    quiet_drain_waiters()
     settings = settings or Settings.from_env()
     registry = registry or default_registry
     registry.load_modules(settings.handler_modules)
@@ -131,6 +136,10 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_request_timeout=max(30.0, settings.session_timeout * 2),
         broker_commit_interval=1.0,
+        # A topic deleted and created again is noticed by the next refresh (a consumer
+        # whose partitions went away with the topic fetches nothing that would trigger one).
+        consumer_metadata_max_age_ms=int(settings.metadata_max_age * 1000),
+        producer_metadata_max_age_ms=int(settings.metadata_max_age * 1000),
         producer_request_timeout=max(5.0, min(15.0, settings.claim_lease / 2)),
         producer_linger=0.0,  # the relay sends a batch at once: batching happens anyway
         producer_max_batch_size=256 * 1024,

@@ -205,3 +205,39 @@ def test_an_event_that_kills_its_worker_every_time_ends_dead(stack: Stack) -> No
     assert 2 <= restarts <= 4, restarts
     assert effects(stack.engine, poison) == []  # each crash rolled its write back
     wait_status(stack, "flaky", after, Status.CONSUMED, 90)  # the partition went on
+
+
+def test_a_topic_deleted_under_a_running_worker_is_created_again(stack: Stack) -> None:
+    """The relay creates it again after its first failed send; the consumer, whose
+    partitions went away with the topic, gets the new topic's at its next metadata refresh
+    (``OUTBOX_METADATA_MAX_AGE``); rows whose records it missed meanwhile come back through
+    the visibility timeout: late, not lost, not doubled."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    worker = stack.worker(
+        "flaky",
+        **SHORT_RETRIES,
+        OUTBOX_VISIBILITY_TIMEOUT="5s",
+        OUTBOX_MAINTENANCE_INTERVAL="1s",
+        OUTBOX_METADATA_MAX_AGE="5s",  # the consumer notices the new topic this soon
+    )
+    before = publish_many(stack.engine, flaky_ok(5), max_retry=3)
+    all_consumed_once(stack, before, 90)
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([stack.topic("flaky")])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+    after = publish_many(stack.engine, flaky_ok(10, start=5), max_retry=3)
+    all_consumed_once(stack, after, 120)
+    assert status_counts(stack.engine, "flaky") == {"consumed": 15}
+    log = worker.log()
+    assert "had disappeared from the broker" in log, log[-3000:]
+    assert worker.proc is not None and worker.proc.poll() is None

@@ -11,6 +11,7 @@ import logging
 
 import aiokafka
 import mode.timers
+from aiokafka.errors import KafkaError
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.terminal import spinners
@@ -88,3 +89,35 @@ def test_log_noise_messages_and_class_names_are_still_the_same() -> None:
         "mode.timers", logging.INFO, __file__, 1, log_noise.OVERLAP_MESSAGE, ("mine",), None
     )
     assert log_noise.RelayOverlapFilter().filter(other)
+
+
+def test_log_noise_aiokafka_still_fails_the_drain_waiter_of_a_failed_batch() -> None:
+    from aiokafka.producer.message_accumulator import MessageBatch
+
+    failure = inspect.getsource(MessageBatch.failure)
+    assert "self._drain_waiter.set_exception(exception)" in failure
+    # Only when no per-message futures exist (the batch API) is nobody there to read it.
+    assert "if self._msg_futures:" in failure
+    try:
+        raise KafkaError("lost")
+    except KafkaError as exc:
+        record = logging.LogRecord(
+            "asyncio",
+            logging.ERROR,
+            __file__,
+            1,
+            log_noise.UNRETRIEVED_MESSAGE,
+            (),
+            (KafkaError, exc, None),
+        )
+    assert not log_noise.DrainWaiterFilter().filter(record)
+    mine = logging.LogRecord(
+        "asyncio",
+        logging.ERROR,
+        __file__,
+        1,
+        log_noise.UNRETRIEVED_MESSAGE,
+        (),
+        (ValueError, ValueError("x"), None),
+    )
+    assert log_noise.DrainWaiterFilter().filter(mine)  # anything else is still logged

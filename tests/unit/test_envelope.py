@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -51,9 +51,24 @@ def test_encode_carries_identity_payload_and_cloudevents_headers():
     h = dict(headers)
     assert h["ce_id"] == b"agent:42" and h["ce_type"] == b"chat_history.persist"
     assert h["ce_source"] == b"outbox/agent" and h["ce_specversion"] == b"1.0"
+    assert h["ce_time"] == b"2026-11-22T08:00:00.123456Z"  # RFC 3339, the row's creation
     trace = h["traceparent"].decode()
     assert trace[3:35] == TRACE[3:35] and trace != TRACE  # same trace, new span
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", trace)
+
+
+def test_the_cloudevents_sdk_reads_a_record_with_the_rows_time() -> None:
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
+
+    key, value, headers = encode(row())
+    event = from_binary_event(KafkaMessage(headers=dict(headers), key=key, value=value))
+    assert event.get_id() == "agent:42" and event.get_type() == "chat_history.persist"
+    assert event.get_source() == "outbox/agent" and event.get_specversion() == "1.0"
+    assert event.get_time() == datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
+    assert event.get_datacontenttype() == "application/json"
+    data = event.get_data()
+    assert isinstance(data, dict) and data["outbox_id"] == 42 and data["payload"] == {"a": 1}
+    assert event.get_extension("partitionkey") == "k-1"
 
 
 def test_round_trip():
