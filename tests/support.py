@@ -15,8 +15,7 @@ from typing import Any
 
 from outbox_app.devtools.kafka import KafkaCluster
 from outbox_app.devtools.ports import free_port, port_open, wait_until  # noqa: F401 - tests import them from here
-from outbox_app.devtools.soak.processes import BrokerProc
-from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK, TansuProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +59,7 @@ class TansuBroker(TestBroker):
     env = {"OUTBOX_TOPIC_RECHECK_INTERVAL": TANSU_TOPIC_RECHECK}  # it forgets topics
 
     def __init__(self) -> None:
-        self.proc = BrokerProc()
+        self.proc = TansuProcess()
         self.url, self.bootstrap = self.proc.url, self.proc.bootstrap
 
     def start(self) -> TansuBroker:

@@ -16,6 +16,7 @@ import faust
 
 from outbox_app.errors import DatabaseRefused, OutboxError, short_error
 from outbox_app.registry import Registry, default_registry
+from outbox_app.retry import Backoff
 from outbox_app.settings import Settings
 from outbox_app.worker.compat.assignor import OutboxAssignor
 from outbox_app.worker.compat.log_noise import (
@@ -32,7 +33,7 @@ from outbox_app.worker.maintenance import Maintenance
 from outbox_app.worker.producer import BatchProducer
 from outbox_app.worker.relay import Relay
 from outbox_app.worker.runtime import Runtime
-from outbox_app.worker.topics import TopicAdmin, TopicGuard, TopicPlan
+from outbox_app.worker.topics import TopicAdmin, TopicCreationRefused, TopicGuard, TopicPlan
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,24 @@ class OutboxApp(faust.App):
         except (DatabaseRefused, BrokerRefused, TopicsRefused) as exc:
             log.critical("outbox: %s; exiting", exc)
             raise SystemExit(2) from None
-        # Faust creates its own topic (the assignor's leader topic) with this factor.
-        self.conf.topic_replication_factor = self.topic_plan.replication
 
     async def _ensure_topics(self) -> None:
-        delay = 0.5
+        backoff, warned = Backoff(0.5, 10.0), False
         while True:
             try:
                 await self.topic_plan.ensure(self.topic_admin)
                 return
-            except RuntimeError as exc:  # the broker refused to create them
-                raise TopicsRefused(str(exc)) from None
+            except TopicCreationRefused as exc:
+                if not exc.may_pass:  # ACLs, policies: an operator has to act
+                    raise TopicsRefused(str(exc)) from None
+                reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - the broker went away meanwhile
                 await self.topic_admin.close()
-                log.warning("outbox: topics not checked yet (%s); retrying", short_error(exc))
-                await self.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                reason = short_error(exc)
+            if not warned:
+                log.warning("outbox: topics not checked yet (%s); retrying", reason)
+                warned = True
+            await self.sleep(backoff.next())
 
     async def on_started(self) -> None:
         await super().on_started()
@@ -130,7 +133,9 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         web_bind=settings.web_host,
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=max(1, settings.topic_replication),  # resolved at start
+        # No leader topic: nothing here runs on the leader only, and creating it needs the
+        # cluster's controller, which a worker started during a broker outage cannot reach.
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,

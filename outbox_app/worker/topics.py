@@ -24,13 +24,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from outbox_app.errors import OutboxError
 from outbox_app.worker.kafka import KafkaAccess
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
-UNKNOWN_TOPIC = 3
+INVALID_REPLICATION_FACTOR = 38  # also while brokers are down: more may come back
 MAX_AUTO_REPLICATION = 3
+
+
+class TopicCreationRefused(OutboxError):
+    """The broker answered a CreateTopics request with an error (not "already exists")."""
+
+    def __init__(self, topic: str, code: int, message: str) -> None:
+        self.topic, self.code = topic, code
+        super().__init__(f"topic {topic} could not be created: {message}")
+
+    @property
+    def may_pass(self) -> bool:
+        """Too few brokers for the replication factor: maybe only until they are back."""
+        return self.code == INVALID_REPLICATION_FACTOR
 
 
 class TopicAdmin:
@@ -76,9 +90,10 @@ class TopicAdmin:
                 created.append(name)
             elif code != TOPIC_ALREADY_EXISTS:
                 message = rest[0] if rest and rest[0] else f"error code {code}"
-                raise RuntimeError(
-                    f"topic {name} could not be created ({partitions} partitions, replication "
-                    f"factor {replication}): {message}"
+                raise TopicCreationRefused(
+                    name,
+                    code,
+                    f"{partitions} partitions, replication factor {replication}: {message}",
                 )
         return created
 

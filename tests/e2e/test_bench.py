@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, TEST_BROKER
 
 LINE = re.compile(
-    r"^BENCH n=2000 workers=1 write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "
+    r"^BENCH n=2000 workers=1 broker=(kafka|tansu) write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "
     r"live_rate=[\d.]+ p50_ms=[\d.]+ p95_ms=[\d.]+ p99_ms=[\d.]+ max_ms=[\d.]+ "
     r"start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+$"
 )
@@ -34,6 +34,8 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
             "200",
             "--json",
             str(out),
+            "--broker",
+            TEST_BROKER,
         ],
         cwd=ROOT,
         capture_output=True,

@@ -260,6 +260,21 @@ def test_two_workers_on_one_service_never_publish_a_row_twice(stack: Stack) -> N
     assert relays == [1, 1]
 
 
+def test_a_rebalance_stops_the_revoked_partition_actors_quietly(stack: Stack) -> None:
+    first = stack.worker("agent")
+    ids = publish_many(stack.engine, chat_events(0, 20))
+    wait_for(lambda: all_consumed(stack.engine, "agent", 20), 90, "the first worker consuming")
+    second = stack.worker("agent")  # joining revokes some of the first worker's partitions
+    wait_for(lambda: "Stopping actor for revoked partition" in first.log(), 60, "a revocation")
+    wait_for(lambda: "Setting newly assigned partitions" in second.log(), 60, "the second join")
+    more = publish_many(stack.engine, chat_events(20, 40))
+    wait_for(lambda: all_consumed(stack.engine, "agent", 60), 90, "both workers consuming")
+    for log in (first.log(), second.log()):
+        assert "Crashed reason=CancelledError" not in log  # a revoked partition is a normal stop
+        assert "Traceback" not in log
+    assert_exactly_once(stack, len(ids) + len(more))
+
+
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
     env = {"OUTBOX_CLAIM_LEASE": "5"}
     first = stack.worker("agent", **env)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
-import os
 import posixpath
 import re
 import shlex
-import shutil
-import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -175,16 +172,6 @@ def workers(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for name, service in doc["services"].items()
         if "OUTBOX_SERVICES" in environment(service)
     }
-
-
-def topic_job(doc: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    jobs = [
-        (name, service)
-        for name, service in doc["services"].items()
-        if any("kafka-topics.sh" in s and "--create" in s for _, s in strings(service))
-    ]
-    assert len(jobs) == 1, f"expected one service creating topics, found {[n for n, _ in jobs]}"
-    return jobs[0]
 
 
 def argv(value: str | list[str] | None) -> list[str]:
@@ -389,10 +376,6 @@ def test_worker_broker_is_the_advertised_kafka_listener(service):
     name = "worker-" + service.replace("_", "-")
     worker = doc["services"][name]
     deps = depends_on(worker)
-    job_name, job = topic_job(doc)
-    assert deps.get(job_name) == "service_completed_successfully", (
-        f"{name} must wait for {job_name} (service_completed_successfully)"
-    )
     for address in broker_addresses(environment(worker)["OUTBOX_BROKER_URL"]):
         host = address.rsplit(":", 1)[0]
         assert host in doc["services"], f"{name}: broker host {host!r} is no service"
@@ -400,9 +383,7 @@ def test_worker_broker_is_the_advertised_kafka_listener(service):
             f"{name}: {address} is not an advertised listener of {host}; clients would "
             f"be sent to {sorted(advertised(doc['services'][host]))}"
         )
-        direct = deps.get(host) == "service_healthy"
-        via_job = depends_on(job).get(host) == "service_healthy"
-        assert direct or via_job, f"{name} does not wait for {host} to be healthy"
+        assert deps.get(host) == "service_healthy", f"{name} does not wait for {host} to be healthy"
 
 
 def test_web_ports_are_distinct_and_reach_the_web_view():
@@ -522,95 +503,30 @@ def test_data_lives_on_named_volumes():
     assert not unused, f"declared but unused volumes: {sorted(unused)}"
 
 
-# -- the topic job ----------------------------------------------------------------------
-STUB = """#!/bin/sh
-printf '%s\\n' "$*" >> "$STUB_LOG"
-case "$*" in
-  *--describe*) printf 'Topic: t\\tTopicId: x\\tPartitionCount: %s\\tReplicationFactor: 1\\n' "$STUB_PARTITIONS" ;;
-esac
-"""
+# -- topics --------------------------------------------------------------------------------
+def test_kafka_is_the_version_the_test_suite_runs():
+    from outbox_app.devtools.kafka import kafka_version
+
+    image = compose()["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{kafka_version()}", image
 
 
-@dataclass
-class JobRun:
-    calls: list[list[str]]
-    stderr: str
-
-
-def run_topic_job(tmp_path: Path, env: Mapping[str, str], existing_partitions: str) -> JobRun:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is needed to run the topic job's script")
-    name, job = topic_job(resolve(compose_raw(), env))
-    command = argv(job.get("entrypoint")) + argv(job.get("command"))
-    assert command and posixpath.basename(command[0]) in ("bash", "sh"), (
-        f"{name} must run a shell script, got {command[:1]}"
+def test_workers_create_the_topics_and_the_broker_does_not():
+    doc = compose()
+    kafka = environment(doc["services"]["kafka"])
+    assert kafka.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") == "false", (
+        "a stray produce must not create a topic with the broker's default partitions"
     )
-    script = command[-1]
-    assert "$KAFKA_BIN/kafka-topics.sh" in script, (
-        f"{name} must call kafka-topics.sh through $KAFKA_BIN (so that it can be tested)"
-    )
-    stub_dir = tmp_path / "bin"
-    stub_dir.mkdir()
-    stub = stub_dir / "kafka-topics.sh"
-    stub.write_text(STUB)
-    stub.chmod(0o755)
-    log = tmp_path / "calls.log"
-    run_env = {
-        **environment(job),
-        "KAFKA_BIN": str(stub_dir),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "STUB_LOG": str(log),
-        "STUB_PARTITIONS": existing_partitions,
-    }
-    done = subprocess.run(
-        [bash, *command[1:]], env=run_env, capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, f"{name} failed: {done.stderr}"
-    calls = [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return JobRun(calls, done.stderr)
-
-
-def option(call: list[str], flag: str) -> str | None:
-    return call[call.index(flag) + 1] if flag in call else None
-
-
-@pytest.mark.parametrize(
-    "override", [{}, {"OUTBOX_TOPIC_PARTITIONS": "12"}, {"OUTBOX_TOPIC_PARTITIONS": None}]
-)
-def test_topic_job_creates_each_service_topic_with_the_workers_partitions(tmp_path, override):
-    env = {**env_example(), **override}
-    env = {k: v for k, v in env.items() if v is not None}
-    doc = resolve(compose_raw(), env)
-    worker_partitions = {
-        Settings.from_env(environment(service)).topic_partitions
-        for service in workers(doc).values()
-    }
-    assert len(worker_partitions) == 1, f"workers disagree on partitions: {worker_partitions}"
-    partitions = worker_partitions.pop()
-    if "OUTBOX_TOPIC_PARTITIONS" in override:
-        expected_partitions = int(
-            override["OUTBOX_TOPIC_PARTITIONS"] or Settings().topic_partitions
-        )
-        assert partitions == expected_partitions
-
-    run = run_topic_job(tmp_path, env, str(partitions))
-    creates = [call for call in run.calls if "--create" in call]
-    kafka = advertised(doc["services"]["kafka"])
-    for call in creates:
-        assert "--if-not-exists" in call, f"rerunning the job must not fail: {call}"
-        assert option(call, "--bootstrap-server") in kafka, f"unreachable bootstrap: {call}"
-        assert option(call, "--partitions") == str(partitions), (
-            f"topic job and workers disagree on partitions: {call} vs {partitions}"
-        )
-    expected = sorted(default_registry.route(s).topic for s in registry_services())
-    assert sorted(option(call, "--topic") or "" for call in creates) == expected
-    assert "warning" not in run.stderr, run.stderr
-
-
-def test_topic_job_warns_when_an_existing_topic_has_other_partitions(tmp_path):
-    run = run_topic_job(tmp_path, env_example(), existing_partitions="2")
-    assert "warning" in run.stderr and "has 2 partitions" in run.stderr, run.stderr
+    creators = [
+        n for n, s in doc["services"].items() if any("--create" in v for _, v in strings(s))
+    ]
+    assert creators == [], f"the workers create the topics; also created by {creators}"
+    settings = {Settings.from_env(environment(w)) for w in workers(doc).values()}
+    partitions = {s.topic_partitions for s in settings}
+    replication = {s.topic_replication for s in settings}
+    assert len(partitions) == 1 and len(replication) == 1, (partitions, replication)
+    # auto (0) is the brokers' count here, or an explicit factor one node can hold
+    assert replication <= {0, 1}, replication
 
 
 # -- Dockerfile -------------------------------------------------------------------------

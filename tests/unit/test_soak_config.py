@@ -8,12 +8,18 @@ from outbox_app.devtools.soak import FAULT_KINDS, SoakResult, parse_faults
 from outbox_app.ops.cli import main
 
 
-def test_faults_are_chosen_by_name() -> None:
-    assert parse_faults("all") == FAULT_KINDS
+def test_faults_are_chosen_by_name_among_those_of_the_broker() -> None:
+    kafka = parse_faults("all")  # the default broker: a Kafka cluster
+    assert kafka == tuple(k for k in FAULT_KINDS if k != "broker")
+    assert "broker-kill" in kafka and "broker-bounce" in kafka
+    tansu = parse_faults("all", "tansu")
+    assert "broker" in tansu and "broker-kill" not in tansu
     assert parse_faults("none") == ()
     assert parse_faults(" kill, stop,kill ") == ("kill", "stop")
     with pytest.raises(ValueError, match="unknown fault.*bogus.*choose from kill"):
         parse_faults("kill,bogus")
+    with pytest.raises(ValueError, match="broker-kill do not apply to --broker tansu"):
+        parse_faults("broker-kill", "tansu")
 
 
 def test_bad_options_are_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("kill", "stop", "broker", "dbconn", "dbrestart", "handler", "poison")
+# Fault kinds, in the order the SOAK line lists them; which apply depends on the broker.
+FAULT_KINDS = (
+    "kill",
+    "stop",
+    "broker",
+    "broker-kill",
+    "broker-bounce",
+    "dbconn",
+    "dbrestart",
+    "handler",
+    "poison",
+)
+BROKERS = ("kafka-cluster", "kafka", "tansu")
+# Tansu keeps everything in memory: its fault is a restart that loses it all. Kafka keeps
+# its data: a node is SIGKILLed and restarted on it, or all are restarted one by one.
+BROKER_FAULTS = {
+    "tansu": ("broker",),
+    "kafka": ("broker-kill", "broker-bounce"),
+    "kafka-cluster": ("broker-kill", "broker-bounce"),
+}
 SERVICES = ("agent", "memory", "soak", "task")
 HANDLER_MODULES = "handlers,outbox_app.devtools.soak.handlers"
 SESSION_TIMEOUT_S = 6.0
@@ -20,7 +39,8 @@ class SoakConfig:
     seconds: float = 60.0
     rate: float = 300.0
     workers: int = 2
-    faults: tuple[str, ...] = FAULT_KINDS
+    faults: tuple[str, ...] | None = None  # None: every kind that applies to the broker
+    broker: str = "kafka-cluster"
     fault_interval: float = 5.0
     warmup: float = 8.0  # no faults before the workers have joined their groups
     rollback_share: float = 0.05
@@ -34,6 +54,23 @@ class SoakConfig:
     json_path: str | None = None
     keep: bool = False
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.broker not in BROKERS:
+            raise ValueError(f"unknown broker {self.broker!r}; choose from {', '.join(BROKERS)}")
+        if self.faults is None:
+            self.faults = faults_for(self.broker)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The fault kinds of this soak."""
+        return self.faults if self.faults is not None else faults_for(self.broker)
+
+
+def faults_for(broker: str) -> tuple[str, ...]:
+    """Every fault kind that applies to ``broker``."""
+    others = {k for kinds in BROKER_FAULTS.values() for k in kinds} - set(BROKER_FAULTS[broker])
+    return tuple(k for k in FAULT_KINDS if k not in others)
 
 
 @dataclass
@@ -70,15 +107,23 @@ class SoakResult:
         )
 
 
-def parse_faults(raw: str) -> tuple[str, ...]:
+def parse_faults(raw: str, broker: str = "kafka-cluster") -> tuple[str, ...]:
+    """The fault kinds named in ``raw`` (``all``: every one that applies to ``broker``)."""
+    if broker not in BROKERS:
+        raise ValueError(f"unknown broker {broker!r}; choose from {', '.join(BROKERS)}")
+    allowed = faults_for(broker)
     if raw.strip().lower() in ("all", ""):
-        return FAULT_KINDS
+        return allowed
     if raw.strip().lower() == "none":
         return ()
     wanted = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
     unknown = [k for k in wanted if k not in FAULT_KINDS]
     if unknown:
+        raise ValueError(f"unknown fault(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    wrong = [k for k in wanted if k not in allowed]
+    if wrong:
         raise ValueError(
-            f"unknown fault(s) {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}"
+            f"fault(s) {', '.join(wrong)} do not apply to --broker {broker}; "
+            f"choose from {', '.join(allowed)}"
         )
     return wanted

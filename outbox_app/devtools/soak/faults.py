@@ -16,7 +16,12 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from outbox_app.devtools.soak.config import SERVICES, SESSION_TIMEOUT_S, SoakConfig
-from outbox_app.devtools.soak.processes import PrivateMariaDB, WorkerProc
+from outbox_app.devtools.soak.processes import (
+    KafkaSoakBroker,
+    PrivateMariaDB,
+    TansuSoakBroker,
+    WorkerProc,
+)
 from outbox_app.devtools.soak.rig import Rig
 from outbox_app.envelope import KafkaRecord, encode
 from outbox_app.registry import Registry
@@ -41,17 +46,22 @@ class Faults:
         self.details: defaultdict[str, int] = defaultdict(int)
         self.last_end: float | None = None
         self.began = time.monotonic()
+        self.cycled = threading.Event()  # every fault kind has happened at least once
 
     def run(self, start_at: float, stop_at: float, stop: threading.Event) -> None:
-        """Inject faults from ``start_at`` until ``stop_at`` (monotonic), or ``stop``."""
-        kinds = [k for k in self.cfg.faults if k != "handler"]  # handler failures are continuous
+        """Inject faults from ``start_at`` until ``stop_at`` (monotonic), or ``stop``; past
+        ``stop_at`` only until every kind happened once (``cycled`` is then set), so that a
+        slow machine still sees each fault kind it was asked for."""
+        kinds = [k for k in self.cfg.kinds if k != "handler"]  # handler failures are continuous
         rotation: list[str] = []
         next_at = start_at
+        if not kinds:
+            self.cycled.set()
         while not stop.is_set():
             wait = next_at - time.monotonic()
             if wait > 0 and stop.wait(wait):
                 return
-            if time.monotonic() >= stop_at or not kinds:
+            if not kinds or (time.monotonic() >= stop_at and self.cycled.is_set()):
                 return
             if not rotation:
                 rotation = list(kinds)
@@ -71,7 +81,13 @@ class Faults:
             entry = f"{kind} ({self.last_end - started:.1f}s) {note}"
             self.log.append(f"+{started - self.began:.1f}s {entry}")
             self.say(f"fault {entry}")
+            if all(self.counts[k] for k in kinds if self._may(k)):
+                self.cycled.set()
             next_at = time.monotonic() + self.cfg.fault_interval * self.rng.uniform(0.5, 1.5)
+
+    def _may(self, kind: str) -> bool:
+        limit = self.db_restart_limit()
+        return not (kind == "dbrestart" and limit == 0)
 
     def db_restart_limit(self) -> int | None:
         if self.cfg.db_restarts is not None:
@@ -85,6 +101,10 @@ class Faults:
             return self.stop_worker()
         if kind == "broker":
             return self.restart_broker()
+        if kind == "broker-kill":
+            return self.kill_broker_node()
+        if kind == "broker-bounce":
+            return self.bounce_brokers()
         server = self.rig.server
         if kind == "dbconn":
             assert server is not None
@@ -131,11 +151,25 @@ class Faults:
         return f"worker {w.index} SIGSTOPped for {frozen:.0f}s"
 
     def restart_broker(self) -> str:
-        self.rig.broker.kill()
+        broker = self.rig.broker
+        assert isinstance(broker, TansuSoakBroker)
         down = self.rng.uniform(1.0, 3.0)
-        time.sleep(down)
-        self.rig.broker.start()
+        broker.restart_empty(down)
         return f"broker killed, restarted empty on the same port after {down:.1f}s"
+
+    def kill_broker_node(self) -> str:
+        broker = self.rig.broker
+        assert isinstance(broker, KafkaSoakBroker)
+        index = self.rng.randrange(len(broker.cluster.members))
+        down = self.rng.uniform(1.0, 5.0)
+        broker.kill_node(index, down)
+        return f"kafka node {index + 1} SIGKILLed, restarted on its data after {down:.1f}s"
+
+    def bounce_brokers(self) -> str:
+        broker = self.rig.broker
+        assert isinstance(broker, KafkaSoakBroker)
+        broker.bounce()
+        return f"rolling restart of {len(broker.cluster.members)} kafka node(s)"
 
     async def send_poison(self) -> int:
         """Records no worker should act on, and replays of real envelopes (duplicate
@@ -191,8 +225,8 @@ def _envelope(outbox_id: int, event_type: str, service: str) -> bytes:
 async def _send_retrying(
     producer: Any, topic: str, key: bytes | None, value: bytes, headers: Any
 ) -> int:
-    # Tansu answers UnknownError for a while after a restart: this is the soak's tool,
-    # not the system under test, so it insists.
+    # Brokers answer errors for a while after a restart (Tansu: UnknownError; Kafka: no
+    # leader yet): this is the soak's tool, not the system under test, so it insists.
     for attempt in range(10):
         try:
             await producer.send_and_wait(topic, value, key=key, headers=headers)

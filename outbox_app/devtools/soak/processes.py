@@ -1,4 +1,4 @@
-"""The processes a soak runs and breaks: a MariaDB server, the Tansu broker, workers.
+"""The processes a soak runs and breaks: a MariaDB server, the broker, workers.
 
 Each can be killed and started again on the same port, which is what the faults of
 ``outbox_app.devtools.soak`` do to them.
@@ -11,17 +11,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from outbox_app.devtools.ports import free_port, port_open, wait_until
-from outbox_app.devtools.tansu import broker_command
+from outbox_app.devtools.ports import free_port, wait_until
+from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK, TansuProcess
 
 
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30.0) -> None:
@@ -213,46 +214,79 @@ def _mariadbd() -> str | None:
 # -- the broker --------------------------------------------------------------------------
 
 
-class BrokerProc:
-    """Tansu with in-memory storage: a restart loses topics, messages, offsets, groups."""
+class SoakBroker:
+    """The broker a soak runs and breaks."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"kafka://127.0.0.1:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    url: str
+    bootstrap: str
+    env: dict[str, str] = {}  # what workers need to know about it
 
     def start(self) -> None:
-        out: Any = subprocess.DEVNULL
-        if self.log_path is not None:
-            out = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
-        try:
-            self.proc = subprocess.Popen(
-                broker_command(self.port),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
-        wait_until(f"the broker on port {self.port}", lambda: port_open(self.port), 30)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc, signal.SIGKILL)
-        wait_until("the broker port to close", lambda: not port_open(self.port), 10)
+        raise NotImplementedError
 
     def close(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc, signal.SIGKILL)
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class TansuSoakBroker(SoakBroker):
+    """Tansu, in memory: its fault is a restart that loses topics, offsets and groups."""
+
+    env = {"OUTBOX_TOPIC_RECHECK_INTERVAL": TANSU_TOPIC_RECHECK}
+
+    def __init__(self, workdir: Path) -> None:
+        self.proc = TansuProcess(log_path=workdir / "broker.log")
+        self.url, self.bootstrap = self.proc.url, self.proc.bootstrap
+
+    def start(self) -> None:
+        self.proc.start()
+
+    def restart_empty(self, down_s: float) -> None:
+        self.proc.kill()
+        time.sleep(down_s)
+        self.proc.start()
+
+    def close(self) -> None:
+        self.proc.close()
+
+    def describe(self) -> str:
+        return f"Tansu {self.bootstrap} (in memory)"
+
+
+class KafkaSoakBroker(SoakBroker):
+    """Apache Kafka nodes keeping their data: a node is SIGKILLed and started again on it
+    (its partitions' leadership moves meanwhile), or all are restarted one by one."""
+
+    def __init__(self, workdir: Path, nodes: int) -> None:
+        from outbox_app.devtools.kafka import KafkaCluster
+
+        self.cluster = KafkaCluster(workdir / "kafka", nodes=nodes)
+        self.url, self.bootstrap = self.cluster.url, self.cluster.bootstrap()
+
+    def start(self) -> None:
+        self.cluster.start()
+
+    def kill_node(self, index: int, down_s: float) -> None:
+        self.cluster.kill_node(index)
+        time.sleep(down_s)
+        self.cluster.restart_node(index)
+
+    def bounce(self) -> None:
+        """A rolling restart: each node shut down cleanly and started again, the next one
+        once the cluster sees all its brokers again."""
+        for i, node in enumerate(self.cluster.members):
+            node.stop()
+            self.cluster.restart_node(i)
+            self.cluster.wait_brokers(len(self.cluster.members))
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def describe(self) -> str:
+        n = len(self.cluster.members)
+        return f"Apache Kafka, {n} node(s): {self.bootstrap}"
 
 
 # -- workers -----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Producer:
         self.stop = threading.Event()
         self._open_tasks: list[tuple[str, int]] = []
         self._tasks_lock = threading.Lock()
-        with_soak = "handler" in cfg.faults
+        with_soak = "handler" in cfg.kinds
         self.mix: list[tuple[str, float]] = [
             ("chat_history.persist", 0.40 if with_soak else 0.50),
             ("memory.upsert", 0.25),

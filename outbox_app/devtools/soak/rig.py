@@ -15,13 +15,12 @@ from sqlalchemy import create_engine, text
 from outbox_app.devtools.ports import free_port
 from outbox_app.devtools.soak.config import HANDLER_MODULES, SERVICES, SESSION_TIMEOUT_S, SoakConfig
 from outbox_app.devtools.soak.processes import (
-    BrokerProc,
     DatabaseServer,
     PrivateMariaDB,
     SharedMariaDB,
+    SoakBroker,
     WorkerProc,
 )
-from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Rig:
     cfg: SoakConfig
     tmp: Path
     say: Callable[[str], None]
-    broker: BrokerProc
+    broker: SoakBroker
     server: DatabaseServer | None = None
     database: str = ""
     workers: list[WorkerProc] = field(default_factory=list)
@@ -78,7 +77,6 @@ class Rig:
         env.update(
             OUTBOX_DATABASE_URL=url,
             OUTBOX_BROKER_URL=self.broker.url,
-            OUTBOX_TOPIC_RECHECK_INTERVAL=TANSU_TOPIC_RECHECK,
             OUTBOX_SERVICES=",".join(SERVICES),
             OUTBOX_APP_ID=app_id,
             OUTBOX_HANDLER_MODULES=HANDLER_MODULES,
@@ -96,12 +94,13 @@ class Rig:
             # Retries wait at most 9 s, so the backlog drains soon after the last fault.
             OUTBOX_BACKOFF_CAP="3",
             PYTHONUNBUFFERED="1",
+            **self.broker.env,
         )
         # Injected handler failures stop with the fault schedule, so the drain after the
         # last fault is measured without them.
         env[FAILURE_UNTIL_ENV] = f"{faults_until:.3f}"
         env[FAILURE_RATE_ENV] = (
-            f"{self.cfg.handler_failure_rate:g}" if "handler" in self.cfg.faults else "0"
+            f"{self.cfg.handler_failure_rate:g}" if "handler" in self.cfg.kinds else "0"
         )
         return env
 

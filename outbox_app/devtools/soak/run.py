@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from outbox_app.database import make_engine
 from outbox_app.devtools.soak.config import FAULT_KINDS, SERVICES, SoakConfig, SoakResult
 from outbox_app.devtools.soak.faults import Faults
-from outbox_app.devtools.soak.processes import BrokerProc
+from outbox_app.devtools.soak.processes import KafkaSoakBroker, SoakBroker, TansuSoakBroker
 from outbox_app.devtools.soak.producer import Producer
 from outbox_app.devtools.soak.rig import Rig
 from outbox_app.devtools.soak.verify import verify
@@ -46,7 +46,7 @@ class Soak:
         self.tmp = Path(tempfile.mkdtemp(prefix="outbox-soak-"))
         self.started = time.monotonic()
         self.stop = threading.Event()
-        self.rig = Rig(config, self.tmp, self.say, BrokerProc(log_path=self.tmp / "broker.log"))
+        self.rig = Rig(config, self.tmp, self.say, soak_broker(config.broker, self.tmp))
 
     def say(self, message: str) -> None:
         if not self.cfg.quiet:
@@ -66,7 +66,7 @@ class Soak:
                 self.rig.broker.start()
                 self.say(
                     f"database server port {getattr(self.rig.server, 'port', '?')}, broker "
-                    f"{self.rig.broker.bootstrap}"
+                    f"{self.rig.broker.describe()}"
                 )
                 engine = make_engine(url, pool_size=cfg.producers + 2)
                 create_schema(engine, self.registry.routes(), self.registry.metadata)
@@ -106,6 +106,8 @@ class Soak:
         self.say(f"producing about {cfg.rate:g} events/s for {cfg.seconds:g}s")
         while time.monotonic() < stop_at:
             time.sleep(min(1.0, max(0.0, stop_at - time.monotonic())))
+        if not faults.cycled.wait(timeout=cfg.seconds + 600):
+            self.say("the fault schedule did not complete a round of every kind")
         producer.stop.set()
         prod.join()
         produced_at = time.monotonic()
@@ -129,8 +131,8 @@ class Soak:
             )
         self.stop.set()
         watch.join(5)
-        counts = {k: faults.counts.get(k, 0) for k in cfg.faults if k != "handler"}
-        if "handler" in cfg.faults:
+        counts = {k: faults.counts.get(k, 0) for k in cfg.kinds if k != "handler"}
+        if "handler" in cfg.kinds:
             counts["handler"] = self.injected_handler_failures()
         result.faults = {k: counts[k] for k in FAULT_KINDS if k in counts}
         result.worker_exits = list(self.rig.exits)
@@ -138,7 +140,7 @@ class Soak:
             result.violations.append(f"a worker exited on its own: {exit_note}")
         for err in faults.errors:
             result.violations.append(f"a fault could not be injected: {err}")
-        for kind in cfg.faults:
+        for kind in cfg.kinds:
             if result.faults.get(kind, 0) == 0:
                 result.violations.append(f"fault {kind!r} was selected but never happened")
         result.details.update(faults.details)
@@ -189,6 +191,12 @@ class Soak:
 
         pattern = re.compile(re.escape(INJECTED) + r" outbox_id=(\d+) attempt=(\d+)")
         return len(set(pattern.findall(self.rig.logs())))
+
+
+def soak_broker(kind: str, workdir: Path) -> SoakBroker:
+    if kind == "tansu":
+        return TansuSoakBroker(workdir)
+    return KafkaSoakBroker(workdir, nodes=3 if kind == "kafka-cluster" else 1)
 
 
 def _terminate(signum: int, frame: Any) -> None:

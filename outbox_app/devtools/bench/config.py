@@ -1,0 +1,90 @@
+"""What a bench run is asked to do (``BenchConfig``), what it measured (``BenchResult`` and
+its one BENCH line), and the progress bar it draws on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT = "chat_history.persist"
+SERVICE = "agent"
+KEYS = 64
+
+
+@dataclass
+class BenchConfig:
+    n: int = 50_000
+    write_tx: int = 2_000
+    live_rate: float = 500.0
+    live_seconds: float = 30.0
+    workers: int = 1
+    database_url: str | None = None
+    broker: str = "kafka"  # kafka | tansu: what is started for the run
+    broker_url: str | None = None  # a running broker instead
+    json_path: str | None = None
+    timeout: float = 600.0
+
+
+@dataclass
+class BenchResult:
+    n: int
+    workers: int
+    broker: str = "kafka"
+    write_tps: float = 0.0
+    drain_eps: float = 0.0
+    drain_vs_limit: float = 0.0
+    live_rate: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    start_s: float = 0.0
+    lost: int = 0
+    doubled: int = 0
+    kafka_limit_eps: float = 0.0
+    db_limit_eps: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"BENCH n={self.n} workers={self.workers} broker={self.broker} "
+            f"write_tps={self.write_tps:.0f} "
+            f"drain_eps={self.drain_eps:.0f} drain_vs_limit={self.drain_vs_limit:.2f} "
+            f"live_rate={self.live_rate:g} p50_ms={self.p50_ms:.1f} p95_ms={self.p95_ms:.1f} "
+            f"p99_ms={self.p99_ms:.1f} max_ms={self.max_ms:.1f} start_s={self.start_s:.1f} "
+            f"lost={self.lost} doubled={self.doubled} "
+            f"kafka_limit_eps={self.kafka_limit_eps:.0f} db_limit_eps={self.db_limit_eps:.0f}"
+        )
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def update(self, phase: str, done: float, total: float) -> None:
+        if not self.tty or total <= 0:
+            return
+        width = 30
+        filled = int(width * min(done / total, 1.0))
+        sys.stderr.write(
+            f"\r{phase:<7} [{'#' * filled}{'.' * (width - filled)}] {done:>8.0f}/{total:.0f}"
+        )
+        sys.stderr.flush()
+
+    def done(self, phase: str, summary: str) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+        print(f"{phase:<7} {summary}", file=sys.stderr, flush=True)
+
+
+def chat(i: int) -> dict[str, Any]:
+    """The payload of the bench's events: a chat message of a realistic size."""
+    return {
+        "user_id": i % 1000,
+        "conversation_id": f"conv-{i % KEYS}",
+        "role": "user" if i % 2 else "assistant",
+        "message": f"benchmark message {i}: the quick brown fox jumps over the lazy dog",
+    }

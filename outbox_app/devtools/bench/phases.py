@@ -1,0 +1,227 @@
+"""The phases that measure the outbox itself: business transactions through ``publish()``
+(write), a released backlog relayed and consumed (drain), a steady rate (live, latency
+from the business commit to the handler's commit), and the check that nothing was lost or
+applied twice."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from outbox_app.clock import utcnow
+from outbox_app.devtools.bench.config import EVENT, KEYS, SERVICE, Progress, chat
+from outbox_app.devtools.bench.workers import Workers
+from outbox_app.publish import publish
+from outbox_app.registry import Registry
+from outbox_app.schema import outbox_table
+
+
+@dataclass
+class Live:
+    latencies_ms: list[float] = field(default_factory=list)
+    relay_p50_ms: float = 0.0  # business commit to acked and marked published
+    rate: float = 0.0  # events/s actually committed
+
+
+class Outbox:
+    """The bench's view of the outbox table of its one service."""
+
+    def __init__(self, engine: Engine, registry: Registry, progress: Progress) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.progress = progress
+        self.table = outbox_table(registry.route(SERVICE))
+
+    def publish_batch(self, payloads: list[dict[str, Any]], hold: bool = False) -> list[int]:
+        t = self.table
+        with Session(self.engine) as session, session.begin():
+            ids = [
+                publish(session, EVENT, p, key=p["conversation_id"], registry=self.registry)
+                for p in payloads
+            ]
+            if hold:  # not due for now: released all at once by the drain phase
+                session.execute(
+                    t.update()
+                    .where(t.c.id.between(ids[0], ids[-1]))
+                    .values(next_retry_at=datetime(2999, 1, 1))
+                )
+        return ids
+
+    def finished(self, lo: int, hi: int) -> int:
+        t = self.table
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        t.c.id.between(lo, hi), t.c.status.in_(("consumed", "dead"))
+                    )
+                ).scalar_one()
+            )
+
+    def live_rows(self) -> int:
+        t = self.table
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(t.c.status.in_(("pending", "published")))
+                ).scalar_one()
+            )
+
+    # -- phases --------------------------------------------------------------------------
+    def write(self, total: int, threads: int = 4) -> float:
+        """Business transactions, one event each, from several threads (as a service
+        handling requests would); the rows are drained by the workers afterwards."""
+        counter = iter(range(total))
+        lock = threading.Lock()
+        done = [0]
+        engine = self.engine
+
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                with Session(engine) as session, session.begin():
+                    session.execute(
+                        text("INSERT INTO bench_orders (user_id, note) VALUES (:u, :n)"),
+                        {"u": i % 1000, "n": f"order {i}"},
+                    )
+                    publish(session, EVENT, chat(i), key=f"conv-{i % KEYS}")
+                with lock:
+                    done[0] += 1
+                    if done[0] % 100 == 0:
+                        self.progress.update("write", done[0], total)
+
+        auto = "" if engine.dialect.name == "sqlite" else " AUTO_INCREMENT"
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE TABLE bench_orders (id INTEGER PRIMARY KEY{auto}, "
+                    "user_id BIGINT, note VARCHAR(64))"
+                )
+            )
+        started = time.monotonic()
+        pool = [threading.Thread(target=work) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return total / (time.monotonic() - started)
+
+    def first_event(self, workers: Workers) -> None:
+        (first,) = self.publish_batch([chat(0)])
+        workers.wait(lambda: self.finished(first, first) == 1, "the first event")
+        # the write phase's rows go through too before the drain starts
+        workers.wait(lambda: self.live_rows() == 0, "the write phase's rows")
+
+    def drain(self, n: int, workers: Workers) -> float:
+        """A backlog of n rows, held back by a future due time and then released at once,
+        so the figure is the workers' throughput from first claim to last consumed."""
+        ids: list[int] = []
+        for start in range(0, n, 2000):
+            ids += self.publish_batch([chat(i) for i in range(start, min(start + 2000, n))], True)
+            self.progress.update("backlog", len(ids), n)
+        t = self.table
+        lo, hi = ids[0], ids[-1]
+        with self.engine.begin() as conn:
+            released_at = conn.execute(select(utcnow())).scalar_one()
+            conn.execute(
+                t.update()
+                .where(t.c.id.between(lo, hi), t.c.status == "pending")
+                .values(next_retry_at=released_at)
+            )
+
+        def drained() -> bool:
+            done = self.finished(lo, hi)
+            self.progress.update("drain", done, n)
+            return done >= n
+
+        workers.wait(drained, "the backlog to drain")
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(func.max(t.c.consumed_at)).where(t.c.id.between(lo, hi))
+            ).scalar_one()
+        elapsed: float = (last - released_at).total_seconds()
+        return n / max(elapsed, 1e-6)
+
+    def live(self, rate: float, seconds: float, workers: Workers) -> Live:
+        """A steady rate of single-event business transactions; latency per event from
+        its commit to its handler's commit (consumed_at, same clock)."""
+        out = Live()
+        if rate <= 0 or seconds <= 0:
+            return out
+        committed: dict[int, float] = {}
+        lock = threading.Lock()
+        producers = 2
+        stop_at = time.monotonic() + seconds
+        engine = self.engine
+
+        def produce(offset: int) -> None:
+            per = rate / producers
+            begun, sent = time.monotonic(), 0
+            while (now := time.monotonic()) < stop_at:
+                wait = begun + sent / per - now
+                if wait > 0:
+                    time.sleep(wait)  # pacing: sleep until this thread's next event is due
+                    continue
+                with Session(engine) as session, session.begin():
+                    row_id = publish(session, EVENT, chat(offset + sent), key=f"k{sent % KEYS}")
+                with lock:
+                    committed[row_id] = time.time()
+                sent += 1
+
+        threads = [threading.Thread(target=produce, args=(i * 10**7,)) for i in range(producers)]
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads):
+            self.progress.update("live", seconds - max(0.0, stop_at - time.monotonic()), seconds)
+            time.sleep(0.2)
+        for th in threads:
+            th.join()
+        ids = sorted(committed)
+        workers.wait(lambda: self.finished(ids[0], ids[-1]) >= len(ids), "the live events")
+        t = self.table
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.published_at, t.c.consumed_at).where(
+                    t.c.id.between(ids[0], ids[-1])
+                )
+            ).all()
+        relay_ms = []
+        for row_id, published_at, consumed_at in rows:
+            if row_id in committed and consumed_at is not None:
+                commit = datetime.fromtimestamp(committed[row_id], UTC).replace(tzinfo=None)
+                out.latencies_ms.append((consumed_at - commit).total_seconds() * 1000.0)
+                if published_at is not None:  # None when the consumer beat the relay's mark
+                    relay_ms.append((published_at - commit).total_seconds() * 1000.0)
+        out.rate = len(ids) / seconds
+        if relay_ms:
+            out.relay_p50_ms = statistics.median(relay_ms)
+        return out
+
+    def verify(self) -> tuple[int, int]:
+        """lost: committed events with neither a business effect nor a dead row;
+        doubled: business effects applied more than once."""
+        t = self.table.name
+        with self.engine.connect() as conn:
+            lost = conn.execute(
+                text(
+                    f"SELECT COUNT(*) FROM {t} o LEFT JOIN chat_history c ON c.outbox_id = o.id "
+                    "WHERE c.id IS NULL AND o.status <> 'dead'"
+                )
+            ).scalar_one()
+            doubled = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM (SELECT outbox_id FROM chat_history GROUP BY outbox_id "
+                    "HAVING COUNT(*) > 1) d"
+                )
+            ).scalar_one()
+        return int(lost), int(doubled)

@@ -1,0 +1,70 @@
+"""The worker processes of a bench run, and waiting on the database with a deadline while
+checking that none of them died."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+from outbox_app.devtools.bench.config import SERVICE
+from outbox_app.devtools.ports import free_port
+
+
+class Workers:
+    def __init__(self, tmp: Path, timeout: float) -> None:
+        self.tmp = tmp
+        self.timeout = timeout
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int, database_url: str, broker_env: dict[str, str]) -> None:
+        app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
+        for k in range(count):
+            env = dict(os.environ)  # OUTBOX_* tuning passes through; these are the bench's
+            env.update(
+                OUTBOX_DATABASE_URL=database_url,
+                OUTBOX_SERVICES=SERVICE,
+                OUTBOX_APP_ID=app_id,
+                OUTBOX_WEB_PORT=str(free_port()),
+                OUTBOX_WEB_HOST="127.0.0.1",
+                OUTBOX_SESSION_TIMEOUT="6",
+                OUTBOX_HEARTBEAT_INTERVAL="1",
+                OUTBOX_DATADIR=str(self.tmp / f"worker-{k}"),
+                OUTBOX_LOG_LEVEL="warn",
+                **broker_env,
+            )
+            log = open(self.tmp / f"worker-{k}.log", "wb")  # noqa: SIM115 - lives with the process
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "outbox_app", "worker"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def wait(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            for k, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {k} exited; log: {self.tmp / f'worker-{k}.log'}")
+            time.sleep(0.05)
+        raise TimeoutError(f"bench: timed out waiting for {what}; worker logs in {self.tmp}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
