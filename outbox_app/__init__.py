@@ -12,7 +12,7 @@ from outbox_app.errors import (
 )
 from outbox_app.publish import publish
 from outbox_app.records import OutboxRow, Status
-from outbox_app.registry import Registry, default_registry, handler
+from outbox_app.registry import Registry, default_registry, handler, load_handlers
 
 __all__ = [
     "ConfigurationError",
@@ -29,5 +29,6 @@ __all__ = [
     "WrongService",
     "default_registry",
     "handler",
+    "load_handlers",
     "publish",
 ]

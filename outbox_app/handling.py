@@ -31,6 +31,7 @@ from outbox_app.errors import (
     PermanentFailure,
     short_error,
 )
+from outbox_app.ordering import Gate, KeyOrder
 from outbox_app.payloads import coerce
 from outbox_app.records import Delivery, Status
 from outbox_app.registry import HandlerSpec, Registry
@@ -61,6 +62,7 @@ class BatchOutcome:
     remote: list[RemoteWork] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     counted: set[int] = field(default_factory=set)  # attempts counted when they started
+    parked: list[int] = field(default_factory=list)  # ordered keys: waiting for an earlier row
 
 
 class _CountStarts(Exception):
@@ -88,6 +90,7 @@ class BatchHandling:
         self.registry = registry
         self.service = store.route.service
         self.count_starts_after = count_starts_after
+        self.order = KeyOrder(store) if store.route.ordered else None
 
     def run(self, envelopes: list[Envelope]) -> BatchOutcome:
         """The database part of a batch, in one transaction (see the module docstring)."""
@@ -118,8 +121,9 @@ class BatchHandling:
             by_id[env.outbox_id] = env
         with self.store.engine.connect() as conn, conn.begin() as tx:
             rows = self.store.lock_for_consume(conn, by_id)
+            gate = self.order.gate(conn, rows) if self.order is not None else None
             if counted is None:
-                self._count_starts(conn, rows)  # raises _CountStarts after its commit
+                self._count_starts(conn, rows, gate)  # raises _CountStarts after its commit
                 counted = set()
             out.counted = counted
             buffer = WriteBuffer()
@@ -127,18 +131,24 @@ class BatchHandling:
             # commits it; a handler that rolls it back is caught below.
             session = HandlerSession(bind=conn, join_transaction_mode="rollback_only")
             try:
-                for outbox_id in by_id:
+                # An ordered service's rows run in id order: a key's earlier rows first.
+                for outbox_id in by_id if gate is None else sorted(by_id):
                     row = rows.get(outbox_id)
                     if row is None:
                         out.unknown_ids.append(outbox_id)
-                    elif row.status in (Status.CONSUMED, Status.DEAD):
-                        out.duplicates.append(outbox_id)
-                    elif isolated:
-                        self._run_isolated(conn, row, out)
+                    elif row.status not in (Status.PENDING, Status.PUBLISHED, Status.PARKED):
+                        out.duplicates.append(outbox_id)  # consumed, dead or skipped already
+                    elif gate is not None and gate.must_wait(row):
+                        continue  # parked below, behind the unfinished row of its key
                     else:
-                        self._run_handler(session, buffer, row, out)
-                        if not tx.is_active:
-                            raise _IsolateHandlers("a handler rolled back the transaction")
+                        if isolated:
+                            self._run_isolated(conn, row, out)
+                        else:
+                            self._run_handler(session, buffer, row, out)
+                            if not tx.is_active:
+                                raise _IsolateHandlers("a handler rolled back the transaction")
+                        if gate is not None and not (out.consumed and out.consumed[-1] == row.id):
+                            gate.not_done(row)  # failed, dead, or remote work still to do
                 if not isolated:
                     try:
                         buffer.flush(session)
@@ -149,6 +159,10 @@ class BatchHandling:
                         raise _IsolateHandlers from exc
             finally:
                 session.dispose()
+            if gate is not None and self.order is not None:
+                finished = [k for i in out.consumed if (k := rows[i].message_key) is not None]
+                self.order.settle(conn, gate, finished, counted)
+                out.parked = gate.parked_ids
             self.store.mark_consumed(out.consumed, conn, counted=counted)
             self.store.mark_dead(out.dead, conn, counted=counted)
             outcome = self.store.record_failures(out.failed, conn, counted=counted)
@@ -168,16 +182,18 @@ class BatchHandling:
             )
         return out
 
-    def _count_starts(self, conn: Connection, rows: dict[int, Delivery]) -> None:
+    def _count_starts(self, conn: Connection, rows: dict[int, Delivery], gate: Gate | None) -> None:
         """Count the attempts of suspect rows before their handlers run (see the class
-        docstring); a row whose attempts crashes used up goes dead without running."""
+        docstring); a row whose attempts crashes used up goes dead without running. Rows
+        that wait for an earlier row of their key do not start."""
         now = datetime.now(UTC).replace(tzinfo=None)
         age = self.count_starts_after
         suspects = [
             r
             for r in rows.values()
-            if r.status in (Status.PENDING, Status.PUBLISHED)
+            if r.status in (Status.PENDING, Status.PUBLISHED, Status.PARKED)
             and (r.started or (now - r.created_at).total_seconds() >= age)
+            and not (gate is not None and gate.blocked(r))
         ]
         if not suspects:
             return

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from outbox_app.errors import InvalidEvent, WrongService
+from outbox_app.errors import ConfigurationError, InvalidEvent, WrongService
 from outbox_app.payloads import coerce, to_json
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import MAX_KEY_CHARS
@@ -17,10 +19,29 @@ from outbox_app.tracing import current_traceparent
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRY = 20
+_max_retry_cache: dict[str, int] = {}
+
+
+def default_max_retry() -> int:
+    """``OUTBOX_MAX_RETRY`` of the publishing process (20 when unset): the attempts an
+    event gets unless ``publish(..., max_retry=N)`` says otherwise."""
+    raw = os.environ.get("OUTBOX_MAX_RETRY", "").strip()
+    if not raw:
+        return DEFAULT_MAX_RETRY
+    value = _max_retry_cache.get(raw)
+    if value is None:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"OUTBOX_MAX_RETRY must be an integer, got {raw!r}") from None
+        if value < 1:
+            raise ConfigurationError(f"OUTBOX_MAX_RETRY must be at least 1, got {value}")
+        _max_retry_cache[raw] = value
+    return value
 
 
 def publish(
-    session: Session,
+    session: Session | Connection,
     event_type: str,
     payload: Any,
     key: str | None = None,
@@ -30,7 +51,8 @@ def publish(
     service: str | None = None,
     traceparent: str | None = None,
 ) -> int:
-    """Add an outbox row for ``event_type`` to ``session``'s transaction; return its id.
+    """Add an outbox row for ``event_type`` to the transaction of ``session`` (an ORM
+    ``Session`` or a Core ``Connection``); return its id.
 
     Never commits: the row becomes visible to the relay when the caller commits, and
     disappears with a rollback. Raises ``UnknownEventType`` or ``InvalidEvent`` (and
@@ -43,7 +65,7 @@ def publish(
     if service is not None and service != route.service:
         raise WrongService(event_type, route.service, service)
     payload_json = validate_event(reg, event_type, route.service, payload, key)
-    retries = DEFAULT_MAX_RETRY if max_retry is None else max_retry
+    retries = default_max_retry() if max_retry is None else max_retry
     if retries < 1:
         raise InvalidEvent(event_type, route.service, f"max_retry must be >= 1, got {retries}")
     store = OutboxStore(_bind(session), route)
@@ -80,5 +102,5 @@ def validate_event(
     return payload_json
 
 
-def _bind(session: Session) -> Any:
-    return session.get_bind()
+def _bind(session: Session | Connection) -> Any:
+    return session.engine if isinstance(session, Connection) else session.get_bind()

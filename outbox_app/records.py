@@ -13,9 +13,16 @@ class Status(enum.StrEnum):
     PUBLISHED = "published"
     CONSUMED = "consumed"
     DEAD = "dead"
+    # Ordered services only: waiting behind an unfinished earlier row of its key, and
+    # an operator's "go on without it" for a dead one.
+    PARKED = "parked"
+    SKIPPED = "skipped"
 
 
-LIVE = (Status.PENDING.value, Status.PUBLISHED.value)  # states a row can still leave
+# States a row can still leave by itself (dead and skipped ones need an operator).
+LIVE = (Status.PENDING.value, Status.PUBLISHED.value, Status.PARKED.value)
+# States that hold back the later rows of an ordered key.
+UNFINISHED = (*LIVE, Status.DEAD.value)
 
 
 @dataclass(frozen=True)

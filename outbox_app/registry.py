@@ -4,7 +4,9 @@ handlers. A failed registration leaves the registry as it was."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import os
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +46,30 @@ class HandlerSpec:
         return f"{self.func.__module__}.{getattr(self.func, '__qualname__', self.func)}"
 
 
+def check_handler_functions(spec: HandlerSpec) -> None:
+    """A handler runs in a worker thread inside the database transaction: it must be a plain
+    function (an ``async def`` one would return a coroutine nobody awaits, its effect lost).
+    Remote work goes in ``after_commit``, which must be ``async def``."""
+    if inspect.iscoroutinefunction(spec.func) or inspect.isasyncgenfunction(spec.func):
+        raise ConfigurationError(
+            f"handler {spec.name} for {spec.event_type!r} is async def: handlers run inside the "
+            "database transaction in a worker thread and must be plain functions (def). Put "
+            "async remote work (HTTP calls, email) in after_commit=, which runs after the "
+            "commit"
+        )
+    if not callable(spec.func):
+        raise ConfigurationError(f"handler for {spec.event_type!r} is not callable: {spec.func!r}")
+    after = spec.after_commit
+    is_async = inspect.iscoroutinefunction(after) or inspect.iscoroutinefunction(
+        getattr(after, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+    if after is not None and not is_async:
+        raise ConfigurationError(
+            f"after_commit of {spec.name} for {spec.event_type!r} must be an async def "
+            f"function taking (event, result), got {after!r}"
+        )
+
+
 class Registry:
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
@@ -61,11 +87,13 @@ class Registry:
         table: str | None = None,
         topic: str | None = None,
         group: str | None = None,
+        ordering: str | None = None,
     ) -> Route:
-        """Declare a service (idempotent) and optionally override its route."""
+        """Declare a service (idempotent) and optionally override its route.
+        ``ordering="key"`` makes the service keep per-key order (``outbox_app.ordering``)."""
         route = self._routes.get(service) or Route.default(service)
-        if table or topic or group:
-            route = route.override(table=table, topic=topic, group=group)
+        if table or topic or group or ordering:
+            route = route.override(table=table, topic=topic, group=group, ordering=ordering)
         self._routes[service] = route
         return route
 
@@ -131,6 +159,7 @@ class Registry:
 
         def decorate(func: F) -> F:
             spec = HandlerSpec(event_type, service, func, payload, after_commit)
+            check_handler_functions(spec)
             existing = self._handlers.get(event_type)
             if existing is not None and existing.func is not func:
                 raise DuplicateHandler(event_type, existing.name)
@@ -220,3 +249,15 @@ def handler(
     return default_registry.handler(
         event_type, service=service, payload=payload, after_commit=after_commit
     )
+
+
+def load_handlers(*modules: str, registry: Registry | None = None) -> Registry:
+    """Import the handler modules (a package is walked), so that ``publish()`` knows their
+    event types and services: what a publishing service calls once at start-up. Without
+    names, the modules of ``OUTBOX_HANDLER_MODULES`` (default ``handlers``)."""
+    reg = registry or default_registry
+    names = modules or tuple(
+        m.strip() for m in os.environ.get("OUTBOX_HANDLER_MODULES", "handlers").split(",")
+    )
+    reg.load_modules([m for m in names if m])
+    return reg

@@ -66,6 +66,8 @@ def outbox_table(route: Route) -> Table:
             Index(f"ix_{name}_due", "status", "next_retry_at"),  # relay claims
             Index(f"ix_{name}_published", "status", "published_at"),  # stale recovery
             Index(f"ix_{name}_consumed", "status", "consumed_at"),  # retention purge
+            # ordered services: a key's unfinished rows, in id order
+            *([Index(f"ix_{name}_key", "message_key", "status", "id")] if route.ordered else []),
             mysql_engine="InnoDB",
             mysql_charset="utf8mb4",
             mariadb_engine="InnoDB",

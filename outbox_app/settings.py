@@ -80,8 +80,9 @@ def _setting(
 class Settings:
     database_url: str = _setting(
         "OUTBOX_DATABASE_URL",
-        "sqlite:///outbox.sqlite3",
-        "SQLAlchemy URL of the outbox database, e.g. mysql+mysqldb://user:pw@host:3306/db",
+        "",
+        "SQLAlchemy URL of the outbox database, e.g. mysql+mysqldb://user:pw@host:3306/db "
+        "(required; outbox-app dev sets one)",
     )
     broker_url: str = _setting(
         "OUTBOX_BROKER_URL",
@@ -130,6 +131,12 @@ class Settings:
     web_enabled: bool = _setting("OUTBOX_WEB_ENABLED", True, "serve the web view", _bool)
     admin_token: str = _setting(
         "OUTBOX_ADMIN_TOKEN", "", "token for mutating web endpoints; empty turns them off"
+    )
+    read_token: str = _setting(
+        "OUTBOX_READ_TOKEN",
+        "",
+        "token for reading payloads in the web view (the admin token works too); not needed "
+        "when OUTBOX_WEB_HOST is 127.0.0.1",
     )
     datadir: str = _setting(
         "OUTBOX_DATADIR", "", "Faust data directory; default a per-app folder in the temp dir"
@@ -250,7 +257,8 @@ class Settings:
             )
         self._check_kafka_security()
         try:
-            make_url(self.database_url)
+            if self.database_url:
+                make_url(self.database_url)
         except Exception:  # noqa: BLE001 - never echo the URL: it may hold a password
             raise ConfigurationError(
                 "OUTBOX_DATABASE_URL is not a valid SQLAlchemy URL (value hidden: it may hold "
@@ -313,6 +321,17 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+    def require_database(self) -> str:
+        """The database URL, or a clear error when none was given: a worker or a command
+        pointed at no database must not invent an empty one."""
+        if not self.database_url:
+            raise ConfigurationError(
+                "OUTBOX_DATABASE_URL is not set: give the SQLAlchemy URL of the outbox "
+                "database, e.g. mysql+mysqldb://user:password@host:3306/db (outbox-app dev "
+                "prints the one it uses)"
+            )
+        return self.database_url
+
     @property
     def safe_database_url(self) -> str:
         return mask_url(self.database_url)
@@ -335,12 +354,15 @@ class Settings:
         shown["database_url"] = self.safe_database_url
         shown["admin_token"] = "***" if self.admin_token else ""
         shown["kafka_password"] = "***" if self.kafka_password else ""
+        shown["read_token"] = "***" if self.read_token else ""
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     __str__ = __repr__
 
 
 def mask_url(url: str) -> str:
+    if not url:
+        return "(not set)"
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001

@@ -33,6 +33,7 @@ class HotStatements:
     mark_started: Update
     mark_consumed: Update
     mark_consumed_started: Update
+    release_parked: Update
     _claims: dict[tuple[int, float], Select[Any]] = field(default_factory=dict)
 
     def claim(self, limit: int, lease_s: float) -> Select[Any]:
@@ -132,5 +133,11 @@ def hot_statements(t: Table) -> HotStatements:
         .values(retry_count=t.c.retry_count + 1, last_error=STARTED_ERROR, updated_at=utcnow()),
         mark_consumed=consumed(t, ids, t.c.retry_count),
         mark_consumed_started=consumed(t, ids, t.c.retry_count - 1),
+        release_parked=update(t)
+        .where(
+            t.c.message_key.in_(bindparam("keys", expanding=True)),
+            t.c.status == Status.PARKED.value,
+        )
+        .values(status=Status.PENDING.value, next_retry_at=utcnow(), updated_at=utcnow()),
     )
     return built

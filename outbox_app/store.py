@@ -246,10 +246,16 @@ class OutboxStore:
         return _rowcount(conn.execute(self._sql.mark_started, {"ids": list(ids)}))
 
     def mark_consumed(
-        self, ids: Sequence[int], conn: Executor | None = None, *, counted: Collection[int] = ()
+        self,
+        ids: Sequence[int],
+        conn: Executor | None = None,
+        *,
+        counted: Collection[int] = (),
+        release: Iterable[str] = (),
     ) -> int:
         """pending/published -> consumed; inside the handler's transaction when given.
-        ``counted`` rows had the successful attempt counted when it started: uncounted."""
+        ``counted`` rows had the successful attempt counted when it started: uncounted.
+        ``release``: keys of an ordered service whose parked rows may go on now."""
         if not ids:
             return 0
         with self._tx(conn) as c:
@@ -258,7 +264,16 @@ class OutboxStore:
             started = [i for i in ids if i in counted]
             if started:
                 n += _rowcount(c.execute(self._sql.mark_consumed_started, {"ids": started}))
+            self.release_parked(c, release)
         return n
+
+    def release_parked(self, conn: Executor, keys: Iterable[str | None]) -> int:
+        """parked -> pending (due now) for these keys of an ordered service: what they
+        waited for is finished (see ``outbox_app.ordering``)."""
+        wanted = sorted({k for k in keys if k is not None})
+        if not wanted:
+            return 0
+        return _rowcount(conn.execute(self._sql.release_parked, {"keys": wanted}))
 
     # -- operators and maintenance -----------------------------------------------------
     def requeue_dead(

@@ -8,6 +8,7 @@ the worker and the broker on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,11 +17,22 @@ import threading
 from dataclasses import dataclass, field
 from types import FrameType
 
+from sqlalchemy.engine import make_url
+
 from outbox_app.devtools.demo import DemoTraffic
 from outbox_app.devtools.ports import free_port, wait_port
 from outbox_app.devtools.tansu import TANSU_TOPIC_RECHECK, broker_command
+from outbox_app.settings import mask_url
 
 DEV_DATABASE_URL = "sqlite:///outbox-dev.sqlite3"
+
+
+def cli_url(url: str) -> str:
+    """The URL with a relative SQLite path made absolute, for a CLI run from elsewhere."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return parsed.set(database=os.path.abspath(parsed.database)).render_as_string(False)
+    return mask_url(url)
 
 
 @dataclass
@@ -33,7 +45,13 @@ class DevRun:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def say(self, message: str) -> None:
-        print(f"outbox-app dev: {message}", flush=True)
+        """Print a line; a closed stdout (``make run | tee log`` after Ctrl-C) must never
+        stop the shutdown that follows."""
+        try:
+            print(f"outbox-app dev: {message}", flush=True)
+        except (BrokenPipeError, OSError):
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the run
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -86,9 +104,9 @@ class DevRun:
             env["OUTBOX_BROKER_URL"] = f"kafka://127.0.0.1:{port}"
             env.setdefault("OUTBOX_TOPIC_RECHECK_INTERVAL", TANSU_TOPIC_RECHECK)
             self.say(f"broker pid {self.broker.pid} on 127.0.0.1:{port} (Tansu, in memory)")
-        from outbox_app.settings import mask_url
-
-        self.say(f"database {mask_url(env['OUTBOX_DATABASE_URL'])}")
+        url = cli_url(env["OUTBOX_DATABASE_URL"])
+        self.say(f"database {mask_url(url)}")
+        self.say(f"operate it from another shell: OUTBOX_DATABASE_URL={url} outbox-app stats")
         return env
 
     def _start_demo(self, env: dict[str, str]) -> DemoTraffic:
@@ -110,13 +128,20 @@ class DevRun:
         self._stopping.set()
 
     def _shutdown(self) -> None:
+        """Stop every child, whatever happens to any one of them (or to stdout)."""
         for name, proc in (("worker", self.worker), ("broker", self.broker)):
             if proc is None or proc.poll() is not None:
                 continue
-            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            except Exception as exc:  # noqa: BLE001 - go on with the next child
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                self.say(f"{name}: stopping it failed ({type(exc).__name__}: {exc}); killed")
+                continue
             self.say(f"{name} stopped")

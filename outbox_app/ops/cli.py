@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from outbox_app.errors import OutboxError
 from outbox_app.settings import Settings
 
+# Options whose value may start with "-" (argparse would take "-5s" for an option and
+# answer "expected one argument"): joined to their value, so the value's own check speaks.
+VALUE_OPTIONS = ("--older-than", "--offset", "--limit", "--id", "--batch")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "worker":
-        return run_worker(args[1:])
+        try:
+            return run_worker(args[1:])
+        except OutboxError as exc:  # a setting or a handler registration that cannot work
+            print(f"outbox-app: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
-    ns = parser.parse_args(args)
+    ns = parser.parse_args(join_option_values(args))
     if not getattr(ns, "func", None):
         parser.print_help()
         return 2
@@ -27,6 +37,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutboxError as exc:
         print(f"outbox-app: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `outbox-app dead show ... | head`: the reader has what it wanted. Quietly, as
+        # other commands in a pipe do (and no second error while Python flushes stdout).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def join_option_values(args: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in VALUE_OPTIONS and i + 1 < len(args) and args[i + 1].startswith("-"):
+            out.append(f"{arg}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 FAUST_GLOBAL_FLAGS = ("--debug", "--no-debug", "--quiet", "-q", "--no-color", "--json")

@@ -53,6 +53,27 @@ def add_commands(sub: Any) -> None:
     p = actions.add_parser("requeue", help="dead -> pending with a fresh attempt budget")
     _requeue_args(p)
 
+    p = actions.add_parser(
+        "skip", help="dead -> skipped: an ordered key goes on without these rows"
+    )
+    _service_arg(p)
+    p.add_argument(
+        "--id",
+        type=_bounded(1, 2**63 - 1),
+        action="append",
+        dest="ids",
+        required=True,
+        help="repeatable",
+    )
+    _json_arg(p)
+    p.set_defaults(func=cmd_skip)
+
+    p = sub.add_parser("blocked", help="ordered keys waiting for a dead or failing head")
+    _service_arg(p)
+    p.add_argument("--limit", type=_bounded(1, MAX_PAGE), default=50, help="keys (default 50)")
+    _json_arg(p)
+    p.set_defaults(func=cmd_blocked)
+
     # ``outbox-app requeue ...`` is the same command, as DESIGN lists it.
     p = sub.add_parser("requeue", help="same as `dead requeue`")
     _requeue_args(p)
@@ -153,9 +174,25 @@ def _exits_cleanly(func: Command) -> Command:
             return _fail(str(exc), 1)
         except SQLAlchemyError as exc:
             orig = getattr(exc, "orig", None) or exc
-            return _fail(f"database error: {type(orig).__name__}: {orig}", 1)
+            where = Settings.from_env().safe_database_url
+            if missing_table(orig):
+                return _fail(
+                    f"the outbox tables are not in {where} ({orig}): the workers create them "
+                    "at start-up; is OUTBOX_DATABASE_URL the right database?",
+                    1,
+                )
+            # The masked URL only: the driver's message never carries the password.
+            return _fail(f"database {where}: {type(orig).__name__}: {orig}", 1)
 
     return run
+
+
+def missing_table(orig: BaseException) -> bool:
+    code = getattr(orig, "args", (None,))[0]
+    return code == MYSQL_NO_SUCH_TABLE or "no such table" in str(orig)
+
+
+MYSQL_NO_SUCH_TABLE = 1146
 
 
 def _fail(message: str, code: int) -> int:
@@ -236,13 +273,65 @@ def cmd_requeue(ns: argparse.Namespace) -> int:
     if ns.ids is not None and len(ns.ids) > MAX_IDS:
         raise OutboxError(f"at most {MAX_IDS} ids per requeue, got {len(ns.ids)}")
     doc = ops.requeue_document(ns.service, ns.ids, ns.event_type)
+    unknown = doc.get("unknown") or []
+    if ns.json:
+        _print_json(doc)
+        return 1 if unknown else 0
+    print(f"requeued {doc['count']} dead row(s) of service {ns.service}", end="")
+    print(f": {_ids(doc['requeued'])}" if doc["requeued"] else "")
+    not_dead = doc.get("not_dead") or {}
+    if not_dead:
+        left = ", ".join(f"{i} ({status})" for i, status in not_dead.items())
+        print(f"not dead, left alone: {left}")
+    if unknown:
+        return _fail(f"no outbox row {_ids(unknown)} in service {ns.service!r}", 1)
+    return 0
+
+
+@_exits_cleanly
+def cmd_skip(ns: argparse.Namespace) -> int:
+    ops = operator_context(ns.service)
+    doc = ops.skip_document(ns.service, ns.ids)
+    unknown = doc["unknown"]
+    if ns.json:
+        _print_json(doc)
+        return 1 if unknown else 0
+    print(f"skipped {doc['count']} dead row(s) of service {ns.service}", end="")
+    print(f": {_ids(doc['skipped'])}" if doc["skipped"] else "")
+    if doc["not_dead"]:
+        left = ", ".join(f"{i} ({status})" for i, status in doc["not_dead"].items())
+        print(f"not dead, left alone: {left}")
+    if unknown:
+        return _fail(f"no outbox row {_ids(unknown)} in service {ns.service!r}", 1)
+    return 0
+
+
+@_exits_cleanly
+def cmd_blocked(ns: argparse.Namespace) -> int:
+    ops = operator_context(ns.service)
+    doc = ops.blocked_page(ns.service, ns.limit)
     if ns.json:
         _print_json(doc)
         return 0
-    print(f"requeued {doc['count']} dead row(s) of service {ns.service}", end="")
-    print(f": {_ids(doc['requeued'])}" if doc["requeued"] else "")
-    if doc.get("skipped"):
-        print(f"not dead, left alone: {_ids(doc['skipped'])}")
+    if not doc["items"]:
+        print(f"no blocked keys in service {ns.service}")
+        return 0
+    rows = [
+        [
+            d["key"],
+            d["head"]["id"],
+            d["head"]["status"],
+            d["parked"],
+            d["blocked_since"],
+            _one_line(d["head"]["last_error"], 60),
+        ]
+        for d in doc["items"]
+    ]
+    print(_table(["key", "head id", "head", "waiting", "since (UTC)", "head's last error"], rows))
+    print(
+        f"\nrequeue a dead head: outbox-app dead requeue --service {ns.service} --id ID; "
+        f"go on without it: outbox-app dead skip --service {ns.service} --id ID"
+    )
     return 0
 
 

@@ -18,9 +18,9 @@ from sqlalchemy import Engine
 from outbox_app.database import make_engine
 from outbox_app.errors import OutboxError
 from outbox_app.ops.queries import OutboxQueries
+from outbox_app.ordering import KeyOrder
 from outbox_app.records import OutboxRow, Status
 from outbox_app.registry import Registry, default_registry
-from outbox_app.schema import create_schema
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
 
@@ -45,8 +45,8 @@ class Operations:
         settings = settings or Settings.from_env()
         registry = default_registry
         registry.load_modules(settings.handler_modules)
-        engine = make_engine(settings.database_url, pool_size=2)
-        create_schema(engine, registry.routes(), registry.metadata)
+        # Operators' commands never run DDL: the workers create the tables.
+        engine = make_engine(settings.require_database(), pool_size=2)
         return cls.for_engine(engine, registry)
 
     @classmethod
@@ -135,9 +135,67 @@ class Operations:
         done = self.requeue(service, ids, event_type)
         doc: dict[str, Any] = {"service": service, "requeued": done, "count": len(done)}
         if ids is not None:
-            # Ids that were not dead (already requeued, consumed, or unknown) are left alone.
-            doc["skipped"] = sorted(set(ids) - set(done))
+            # Ids that were not dead (already requeued, consumed) are left alone; ids with
+            # no row at all are named apart: most likely a typo, or the wrong service.
+            skipped = sorted(set(ids) - set(done))
+            found = self.queries[service].statuses(skipped) if skipped else {}
+            doc["skipped"] = skipped
+            doc["not_dead"] = {str(i): found[i].value for i in skipped if i in found}
+            doc["unknown"] = [i for i in skipped if i not in found]
         return doc
+
+    # -- ordered services ------------------------------------------------------------------
+    def order(self, service: str) -> KeyOrder:
+        store = self.store(service)
+        if not store.route.ordered:
+            raise OutboxError(
+                f"service {service!r} does not keep per-key order: no key of it is ever blocked"
+            )
+        return KeyOrder(store)
+
+    def blocked_page(self, service: str, limit: int = 50) -> dict[str, Any]:
+        """Keys whose later rows wait for an unfinished (often dead) head, the longest
+        waiting first."""
+        check_page(limit, 0)
+        keys = self.order(service).blocked(limit)
+        return {
+            "service": service,
+            "items": [
+                {
+                    "key": b.key,
+                    "head": {
+                        "id": b.head_id,
+                        "status": b.head_status.value,
+                        "event_type": b.head_event_type,
+                        "last_error": b.head_error,
+                    },
+                    "parked": b.parked,
+                    "blocked_since": b.since.isoformat() + "Z",
+                }
+                for b in keys
+            ],
+        }
+
+    def skip_document(self, service: str, ids: Sequence[int]) -> dict[str, Any]:
+        """dead -> skipped for these ids of an ordered service: their keys go on without
+        them. Ids that are not dead are left alone and named."""
+        order = self.order(service)
+        if not ids:
+            raise OutboxError("no ids given to skip")
+        if len(ids) > MAX_IDS:
+            raise OutboxError(f"at most {MAX_IDS} ids per skip, got {len(ids)}")
+        for i in ids:
+            check_id(i)
+        done = order.skip(ids)
+        left = sorted(set(ids) - set(done))
+        found = self.queries[service].statuses(left) if left else {}
+        return {
+            "service": service,
+            "skipped": done,
+            "count": len(done),
+            "not_dead": {str(i): found[i].value for i in left if i in found},
+            "unknown": [i for i in left if i not in found],
+        }
 
     def purge(
         self,

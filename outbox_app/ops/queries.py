@@ -3,6 +3,7 @@ in ``outbox_app.store``. Blocking, like the store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +22,32 @@ class ServiceCounts:
     published: int = 0
     consumed: int = 0
     dead: int = 0
+    parked: int = 0
+    skipped: int = 0
     oldest_pending_age_s: float | None = None
+    # ordered services: keys whose later rows wait, and how long the oldest has waited
+    blocked_keys: int = 0
+    oldest_blocked_age_s: float | None = None
+    ordered: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The stats document of a service; an ordered one adds its parked and skipped rows
+        and its blocked keys."""
+        doc: dict[str, Any] = {
             "pending": self.pending,
             "published": self.published,
             "consumed": self.consumed,
             "dead": self.dead,
             "oldest_pending_age_s": self.oldest_pending_age_s,
         }
+        if self.ordered:
+            doc.update(
+                parked=self.parked,
+                skipped=self.skipped,
+                blocked_keys=self.blocked_keys,
+                oldest_blocked_age_s=self.oldest_blocked_age_s,
+            )
+        return doc
 
 
 class OutboxQueries:
@@ -41,19 +58,27 @@ class OutboxQueries:
 
     def counts(self) -> ServiceCounts:
         t = self.table
+        blocked: tuple[Any, ...] = (0, None)
         with self.engine.connect() as conn:
             now = conn.execute(select(utcnow())).scalar_one()
             rows = conn.execute(
                 select(t.c.status, func.count(), func.min(t.c.created_at)).group_by(t.c.status)
             ).all()
+            if self.route.ordered:
+                blocked = tuple(
+                    conn.execute(
+                        select(
+                            func.count(func.distinct(t.c.message_key)), func.min(t.c.updated_at)
+                        ).where(t.c.status == Status.PARKED.value)
+                    ).one()
+                )
         by_status = {status: (n, oldest) for status, n, oldest in rows}
-        oldest = by_status.get(Status.PENDING.value, (0, None))[1]
-        age = None
-        if oldest is not None:
-            age = round(max(0.0, (as_datetime(now) - as_datetime(oldest)).total_seconds()), 3)
         return ServiceCounts(
             **{s.value: int(by_status.get(s.value, (0, None))[0]) for s in Status},
-            oldest_pending_age_s=age,
+            oldest_pending_age_s=_age(now, by_status.get(Status.PENDING.value, (0, None))[1]),
+            blocked_keys=int(blocked[0] or 0),
+            oldest_blocked_age_s=_age(now, blocked[1]),
+            ordered=self.route.ordered,
         )
 
     def list_by_status(
@@ -71,3 +96,16 @@ class OutboxQueries:
         query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [OutboxRow.from_row(r) for r in conn.execute(query).all()]
+
+    def statuses(self, ids: Sequence[int]) -> dict[int, Status]:
+        """The status of each of these rows that exists."""
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.id, t.c.status).where(t.c.id.in_(list(ids)))).all()
+        return {int(i): Status(st) for i, st in rows}
+
+
+def _age(now: Any, then: Any) -> float | None:
+    if then is None:
+        return None
+    return round(max(0.0, (as_datetime(now) - as_datetime(then)).total_seconds()), 3)

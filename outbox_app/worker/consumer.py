@@ -91,6 +91,7 @@ class ServiceConsumer:
         m.handler_failures.labels(s).inc(len(out.failed) + len(out.dead))
         m.dead.labels(s).inc(len(out.dead))
         m.duplicates.labels(s).inc(len(out.duplicates))
+        m.parked.labels(s).inc(len(out.parked))
         m.poison.labels(s).inc(out.poison + len(out.unknown_ids))
         hist = m.end_to_end.labels(s)
         for latency in out.latencies:

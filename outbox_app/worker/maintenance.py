@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from outbox_app.ordering import KeyOrder
 from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class Maintenance:
                         service,
                         purged,
                         s.retention,
+                    )
+            if store.route.ordered:
+                released = await rt.executor.run(KeyOrder(store).release_orphans)
+                if released:
+                    log.warning(
+                        "maintenance %s: released %d parked row(s) that waited for nothing "
+                        "(a missed wake-up: please report it)",
+                        service,
+                        released,
                     )
             done[service] = (recovered, purged)
         return done

@@ -45,6 +45,24 @@ class Metrics:
             "outbox_stale_recovered", "Published rows returned to pending", ["service"], registry=r
         )
         self.purged = Counter("outbox_purged", "Consumed rows purged", ["service"], registry=r)
+        self.blocked_keys = Gauge(
+            "outbox_blocked_keys",
+            "Ordered services: keys whose later rows wait for an unfinished head",
+            ["service"],
+            registry=r,
+        )
+        self.oldest_blocked = Gauge(
+            "outbox_oldest_blocked_age_seconds",
+            "Ordered services: how long the longest-waiting parked row has waited",
+            ["service"],
+            registry=r,
+        )
+        self.parked = Counter(
+            "outbox_parked",
+            "Rows parked behind an earlier row of their key",
+            ["service"],
+            registry=r,
+        )
         self.relay_paused = Gauge(
             "outbox_relay_paused",
             "1 while the relay is paused because the broker or the database is down",

@@ -25,7 +25,12 @@ async def run_remote_work(rt: Runtime, store: OutboxStore, outcome: BatchOutcome
         ),
         return_exceptions=True,
     )
-    ok = [w.event.outbox_id for w, r in zip(work, results, strict=True) if r is None]
+    # Whatever the remote work returned, it succeeded unless it raised.
+    ok = [
+        w.event.outbox_id
+        for w, r in zip(work, results, strict=True)
+        if not isinstance(r, BaseException)
+    ]
     failed = {
         w.event.outbox_id: f"remote work failed: {type(r).__name__}: {r}"
         for w, r in zip(work, results, strict=True)

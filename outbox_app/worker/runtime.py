@@ -29,7 +29,7 @@ class Runtime:
         self.registry = registry
         self.services = services
         # create_engine does not connect: importing the app stays free of I/O.
-        self.engine = make_engine(settings.database_url, settings.db_pool_size)
+        self.engine = make_engine(settings.require_database(), settings.db_pool_size)
         self.executor = DatabaseExecutor(settings.db_pool_size)
         self.policy = RetryPolicy(settings.backoff_cap, settings.backoff_jitter)
         self.stores = {

@@ -103,3 +103,38 @@ def test_dev_runs_everything_and_stops_the_broker_on_sigterm(tmp_path: Path) -> 
     assert "web view: http://127.0.0.1:" in text_log
     assert "broker stopped" in text_log
     wait_for(lambda: not pid_alive(broker_pid), 10, "the broker process to be gone")
+
+
+def test_ctrl_c_stops_every_child_even_when_stdout_is_gone(tmp_path: Path) -> None:
+    """``make run | tee log``, then Ctrl-C: tee dies with the terminal's SIGINT, so every
+    later line the dev run prints meets a closed pipe. The broker and the worker must
+    still be stopped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outbox_app", "dev", "--web-port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        broker_pid = worker_hint = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (broker_pid is None or worker_hint is None):
+            line = proc.stdout.readline().decode()
+            lines.append(line)
+            if m := re.search(r"broker pid (\d+) on", line):
+                broker_pid = int(m.group(1))
+            if "OUTBOX_DATABASE_URL=sqlite:///" in line:
+                worker_hint = line  # how to point the CLI at the dev database
+        assert broker_pid is not None and worker_hint is not None, lines
+        assert str(tmp_path) in worker_hint  # an absolute path: usable from anywhere
+    finally:
+        proc.stdout.close()  # the reader is gone, as tee after Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0
+    wait_for(lambda: not pid_alive(broker_pid), 15, "the broker process to be gone")

@@ -33,6 +33,8 @@ from tests.conftest import fresh_mariadb_database
 from tests.support import TestBroker, Worker, port_open, unique_prefix, wait_for, worker_env
 
 TOKEN = "web-test-token-" + uuid.uuid4().hex[:8]
+READ_TOKEN = "web-read-token-" + uuid.uuid4().hex[:8]
+ADMIN = {"X-Outbox-Admin-Token": TOKEN}  # payloads are business data: read with a token
 SERVICES = ["agent", "memory", "task"]
 
 
@@ -122,6 +124,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Iterat
         url,
         OUTBOX_SERVICES=",".join(SERVICES),
         OUTBOX_ADMIN_TOKEN=TOKEN,
+        OUTBOX_READ_TOKEN=READ_TOKEN,
     )
     try:
         probe = chat(site.engine, "probe")
@@ -206,7 +209,7 @@ def test_a_handler_failure_is_listed_with_its_error_payload_and_times(site: Site
     row_id = chat(site.engine, "beep", role="robot", max_retry=1)
     site.wait_status("agent", [row_id], Status.DEAD)
 
-    page = site.get("/outbox/dead/?service=agent&limit=100").json()
+    page = site.get("/outbox/dead/?service=agent&limit=100", **ADMIN).json()
     item = next(i for i in page["items"] if i["id"] == row_id)
     assert item["event_type"] == "chat_history.persist"
     assert item["key"] == "c-web"
@@ -223,8 +226,34 @@ def test_a_handler_failure_is_listed_with_its_error_payload_and_times(site: Site
         assert item[field].endswith("Z"), field
     assert item["consumed_at"] is None
 
-    message = site.get(f"/outbox/messages/agent/{row_id}/").json()
+    message = site.get(f"/outbox/messages/agent/{row_id}/", **ADMIN).json()
     assert message == item
+
+
+def test_payloads_are_served_only_with_a_token_when_the_view_is_not_on_loopback(
+    site: Site,
+) -> None:
+    """The site listens on 0.0.0.0 (the default): a dead letter's error and ids are for
+    anyone who can reach it, its payload (business data) only for a token holder."""
+    row_id = chat(site.engine, "secret business data", role="robot", max_retry=1)
+    site.wait_status("agent", [row_id], Status.DEAD)
+    anyone = site.get("/outbox/dead/?service=agent&limit=100").json()
+    item = next(i for i in anyone["items"] if i["id"] == row_id)
+    assert item["payload"] is None and item["payload_hidden"] is True
+    assert "robot" in item["last_error"]  # the failure stays visible
+    assert b"secret business data" not in site.get("/outbox/dead/?service=agent").body
+    refused = site.get(f"/outbox/messages/agent/{row_id}/")
+    assert refused.status == 403 and "read token" in refused.error
+    wrong = site.get(f"/outbox/messages/agent/{row_id}/", **{"X-Outbox-Read-Token": "nope"})
+    assert wrong.status == 403
+    for headers in (
+        {"X-Outbox-Read-Token": READ_TOKEN},
+        ADMIN,
+        {"Authorization": f"Bearer {READ_TOKEN}"},
+    ):
+        reply = site.get(f"/outbox/messages/agent/{row_id}/", **headers)
+        assert reply.status == 200 and reply.json()["payload"]["message"] == "secret business data"
+    assert READ_TOKEN not in site.worker.log()
 
 
 def test_dead_letters_page_newest_first_without_gaps_or_overlaps(site: Site) -> None:
@@ -279,12 +308,12 @@ def test_dead_letters_refuse_bad_input_with_400(site: Site, query: str, complain
 def test_message_endpoint_shows_any_row_and_checks_its_inputs(site: Site) -> None:
     row_id = chat(site.engine, "hello")
     site.wait_status("agent", [row_id], Status.CONSUMED)
-    doc = site.get(f"/outbox/messages/agent/{row_id}/").json()
+    doc = site.get(f"/outbox/messages/agent/{row_id}/", **ADMIN).json()
     assert doc["status"] == "consumed" and doc["consumed_at"].endswith("Z")
     assert doc["payload"]["message"] == "hello"
     assert doc["traceparent"].startswith("00-")
 
-    missing = site.get("/outbox/messages/agent/999999999/")
+    missing = site.get("/outbox/messages/agent/999999999/", **ADMIN)
     assert missing.status == 404 and "no outbox row 999999999" in missing.error
     for path, complaint in [
         ("/outbox/messages/agent/abc/", "id must be an integer"),
@@ -292,8 +321,9 @@ def test_message_endpoint_shows_any_row_and_checks_its_inputs(site: Site) -> Non
         ("/outbox/messages/agent/-3/", "id must be an integer"),
         ("/outbox/messages/nope/1/", "unknown service 'nope'"),
         ("/outbox/messages/notification/1/", "not served here"),
+        ("/outbox/messages/agent/9223372036854775808/", "id must be between 1"),
     ]:
-        reply = site.get(path)
+        reply = site.get(path, **ADMIN)
         assert (reply.status, complaint in reply.error) == (400, True), (path, reply.body)
 
 
@@ -325,7 +355,14 @@ def test_requeue_one_id_replays_it_safely(site: Site) -> None:
     [row_id] = dead_rows(site, "agent", "chat_history.persist", [agent_payload(1)])
     reply = site.requeue({"service": "agent", "id": row_id})
     assert reply.status == 200, reply.body
-    assert reply.json() == {"service": "agent", "requeued": [row_id], "count": 1, "skipped": []}
+    assert reply.json() == {
+        "service": "agent",
+        "requeued": [row_id],
+        "count": 1,
+        "skipped": [],
+        "not_dead": {},
+        "unknown": [],
+    }
     site.wait_status("agent", [row_id], Status.CONSUMED)
     row = site.store("agent").get(row_id)
     assert row is not None and row.retry_count == 0 and row.last_error is None
@@ -339,6 +376,7 @@ def test_requeue_a_list_skips_ids_that_are_not_dead(site: Site) -> None:
     assert reply.status == 200, reply.body
     doc = reply.json()
     assert doc["requeued"] == ids and doc["skipped"] == [consumed, 987654321]
+    assert doc["not_dead"] == {str(consumed): "consumed"} and doc["unknown"] == [987654321]
     site.wait_status("agent", ids, Status.CONSUMED)
 
 
@@ -364,10 +402,13 @@ def test_requeue_every_dead_row_of_an_event_type_or_service(site: Site) -> None:
         ([1, 2], "JSON object"),
         ({"service": "agent"}, "exactly one of"),
         ({"service": "agent", "id": 1, "all": True}, "exactly one of"),
-        ({"service": "agent", "id": "12"}, "positive integers"),
-        ({"service": "agent", "id": 0}, "positive integers"),
-        ({"service": "agent", "id": 1.5}, "positive integers"),
-        ({"service": "agent", "ids": [1, True]}, "positive integers"),
+        ({"service": "agent", "id": "12"}, "integers between 1 and"),
+        ({"service": "agent", "id": 0}, "integers between 1 and"),
+        ({"service": "agent", "id": 1.5}, "integers between 1 and"),
+        ({"service": "agent", "ids": [1, True]}, "integers between 1 and"),
+        ({"service": "agent", "id": 2**63}, "integers between 1 and 9223372036854775807"),
+        ({"service": "agent", "ids": [1, 2**64]}, "integers between 1 and"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON object"),  # deeper than Python recurses
         ({"service": "agent", "ids": []}, "non-empty list"),
         ({"service": "agent", "ids": list(range(1, 1002))}, "at most 1000"),
         ({"service": "agent", "all": "yes"}, "all must be true"),

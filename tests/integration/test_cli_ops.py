@@ -9,10 +9,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, create_engine, text, update
 from sqlalchemy.orm import Session
 
 from outbox_app import Status, default_registry, publish
@@ -182,13 +183,17 @@ def test_requeue_by_id_all_and_event_type(db: Db, cli) -> None:  # type: ignore[
     one = cli("dead", "requeue", "--service", "agent", "--id", str(a), "--id", str(live))
     assert one.code == 0
     assert f"requeued 1 dead row(s) of service agent: {a}" in one.out
-    assert f"not dead, left alone: {live}" in one.out
+    assert f"not dead, left alone: {live} (pending)" in one.out
     assert db.status(a) == Status.PENDING and db.status(b) == Status.DEAD
 
     typed = cli(
         "dead", "requeue", "--service", "agent", "--event-type", "chat_history.persist", "--json"
     ).json()
     assert typed == {"service": "agent", "requeued": [b, c, d], "count": 3}
+
+    typo = cli("dead", "requeue", "--service", "agent", "--id", "999999")
+    assert typo.code == 1 and "no outbox row 999999 in service 'agent'" in typo.err
+    assert "not dead" not in typo.out
 
     db.store("agent").mark_dead({b: "again"})
     everything = cli("requeue", "--service", "agent", "--all", "--json").json()  # the alias
@@ -278,6 +283,64 @@ def test_bad_input_exits_2_naming_the_problem(db: Db, cli, args: list[str], comp
     assert run.code == 2, (run.out, run.err)
     assert "error: " in run.err and complaint in run.err
     assert "Traceback" not in run.err
+
+
+def test_a_negative_age_is_refused_by_its_own_check(db: Db, cli) -> None:  # type: ignore[no-untyped-def]
+    run = cli("purge", "--older-than", "-5s")
+    assert run.code == 2 and "argument --older-than" in run.err
+    assert "cannot be negative" in run.err and "expected one argument" not in run.err
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_an_error(db: Db) -> None:
+    row_id = db.dead(1)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "OUTBOX_DATABASE_URL": db.url}
+    run = subprocess.run(
+        f"{sys.executable} -m outbox_app dead show --service agent {row_id} | head -n 1",
+        shell=True,
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.stdout.startswith("id") and "Traceback" not in run.stderr, run.stderr
+    assert "BrokenPipeError" not in run.stderr
+
+
+def test_without_a_database_url_commands_refuse_and_create_nothing(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    for args in (["stats"], ["dead", "list", "--service", "agent"], ["worker"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "outbox_app", *args],
+            env=env,
+            cwd=str(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2, (args, run.stderr[-2000:])
+        assert "OUTBOX_DATABASE_URL is not set" in run.stderr, (args, run.stderr[-2000:])
+        assert "Traceback" not in run.stderr
+    assert list(tmp_path.glob("*.sqlite3*")) == []  # no database file made up on the spot
+
+
+def test_read_only_commands_never_create_tables(db: Db, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite3"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "OUTBOX_DATABASE_URL": f"sqlite:///{empty}"}
+    run = subprocess.run(
+        [sys.executable, "-m", "outbox_app", "stats"],
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and "the outbox tables are not in" in run.stderr, run.stderr
+    engine = create_engine(f"sqlite:///{empty}")
+    with engine.connect() as conn:
+        tables = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).all()
+    engine.dispose()
+    assert tables == []
 
 
 def test_the_console_script_exits_1_when_the_database_is_unreachable(db: Db) -> None:

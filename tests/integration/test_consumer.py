@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.orm import Session
 
-from outbox_app import HandlerContext, PermanentFailure, Registry, Status, publish
+from outbox_app import Event, HandlerContext, PermanentFailure, Registry, Status, publish
 from outbox_app.envelope import Envelope, decode, encode
 from outbox_app.handling import BatchHandling
 from outbox_app.settings import Settings
@@ -217,3 +217,27 @@ def test_a_deadlock_victim_batch_runs_again_at_once(
         out = asyncio.run(c.handle([encode(runtime.stores["svc"].get(i))[1] for i in ids]))  # type: ignore[arg-type]
     assert calls == [2, 2] and sorted(out.consumed) == ids
     assert not [r for r in caplog.records if "rolled back" in r.getMessage()]  # no 0.2 s wait
+
+
+def test_remote_work_that_returns_a_value_still_consumes_its_row(runtime: Runtime) -> None:
+    """Only an exception fails remote work: a value returned (a response, a message id)
+    must not leave the row neither consumed nor failed."""
+    from outbox_app.worker.consumer import ServiceConsumer
+
+    reg = runtime.registry
+    delivered: list[int] = []
+
+    async def send(event: Event, result: object) -> str:
+        delivered.append(event.outbox_id)
+        return "202 Accepted"
+
+    @reg.handler("svc.remote", service="svc", after_commit=send)
+    def record(ctx: HandlerContext) -> dict[str, int]:
+        return {"id": ctx.event.outbox_id}
+
+    (row_id,) = publish_rows(runtime, [("svc.remote", {})])
+    c = ServiceConsumer(runtime, "svc")
+    out = asyncio.run(c.handle([encode(runtime.stores["svc"].get(row_id))[1]]))  # type: ignore[arg-type]
+    assert out.consumed == [row_id] and delivered == [row_id]
+    row = runtime.stores["svc"].get(row_id)
+    assert row is not None and row.status is Status.CONSUMED

@@ -4,7 +4,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from outbox_app import ConfigurationError, EventTypeConflict, Registry, UnknownEventType
+from outbox_app import (
+    ConfigurationError,
+    EventTypeConflict,
+    HandlerContext,
+    Registry,
+    UnknownEventType,
+)
 from outbox_app.errors import UnknownService
 from outbox_app.routing import Route
 
@@ -106,3 +112,27 @@ def test_snapshot_and_restore_forget_later_registrations():
     reg.register_event("x.y", "extra")
     reg.restore(snap)
     assert reg.services == ["agent"] and reg.event_types() == ["a.b"]
+
+
+def test_an_async_handler_is_refused_at_registration_saying_what_to_do() -> None:
+    reg = Registry()
+
+    async def handle(ctx: HandlerContext) -> None:
+        pass
+
+    with pytest.raises(
+        ConfigurationError, match="is async def.*must be plain functions.*after_commit"
+    ):
+        reg.handler("x.async", service="svc")(handle)
+    assert reg.handler_for("x.async") is None and reg.services == []
+
+
+def test_after_commit_must_be_async() -> None:
+    reg = Registry()
+
+    def not_async(event: object, result: object) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="after_commit of .* must be an async def"):
+        reg.handler("x.remote", service="svc", after_commit=not_async)(lambda ctx: None)  # type: ignore[arg-type]
+    assert reg.handler_for("x.remote") is None

@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from outbox_app.errors import DatabaseUnavailable, OutboxError
-from outbox_app.ops.operations import Operations, row_document
+from outbox_app.ops.operations import MAX_PAGE, Operations, row_document
 from outbox_app.ops.web import params, prom
-from outbox_app.ops.web.auth import AdminGate
+from outbox_app.ops.web.auth import AdminGate, ReadGate
 from outbox_app.ops.web.sampler import StatsSampler
 from outbox_app.worker.runtime import Runtime
 
@@ -28,7 +28,9 @@ class WebApi:
         self.app_id = app_id
         # The worker's own stores: the web view serves the services this worker owns.
         self.ops = Operations(runtime.registry, {s: runtime.stores[s] for s in runtime.services})
-        self.gate = AdminGate(runtime.settings.admin_token)
+        s = runtime.settings
+        self.gate = AdminGate(s.admin_token)
+        self.readers = ReadGate(s.read_token, s.admin_token, s.web_host)
         prom.prime(runtime.metrics, self.ops.services)
         self.sampler = StatsSampler(
             lambda: self._db(self.ops.stats),
@@ -59,13 +61,22 @@ class WebApi:
             "points": self.sampler.points(since),
         }
 
-    async def dead(self, query: Mapping[str, str]) -> dict[str, Any]:
+    async def dead(
+        self, query: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         limit, offset = params.page(query)
         service = self._service(params.query_str(query, "service"))
         event_type = params.query_str(query, "event_type")
-        return await self._db(self.ops.dead_page, service, limit, offset, event_type)
+        doc = await self._db(self.ops.dead_page, service, limit, offset, event_type)
+        if not self.readers.allowed(headers or {}):
+            for item in doc["items"]:  # the failure stays visible, the business data not
+                item["payload"], item["payload_hidden"] = None, True
+        return doc
 
-    async def message(self, service: str, raw_id: str) -> dict[str, Any]:
+    async def message(
+        self, service: str, raw_id: str, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        self.readers.check(headers or {})
         outbox_id = params.outbox_id(raw_id)
         service = self._service(service)
         row = await self._db(self.ops.message, service, outbox_id)
@@ -94,6 +105,21 @@ class WebApi:
         )
         return doc
 
+    async def skip(
+        self, headers: Mapping[str, str], body: bytes, remote: str | None
+    ) -> dict[str, Any]:
+        self.gate.check(headers, remote)
+        service, ids = params.skip_request(body)
+        service = self._service(service)
+        doc = await self._db(self.ops.skip_document, service, ids)
+        log.info("web: skip in service %s by %s: %d row(s)", service, remote or "?", doc["count"])
+        return doc
+
+    async def blocked(self, query: Mapping[str, str]) -> dict[str, Any]:
+        limit = params.query_int(query, "limit", 50, 1, MAX_PAGE)
+        service = self._service(params.query_str(query, "service"))
+        return await self._db(self.ops.blocked_page, service, limit)
+
     # -- prometheus ----------------------------------------------------------------------
     async def metrics(self, accept: str | None) -> tuple[bytes, str]:
         prom.update_health(self.rt.metrics, self.rt.health)
@@ -112,6 +138,7 @@ class WebApi:
             "services": self.ops.services,
             "event_types": {s: self.rt.registry.event_types(s) for s in self.ops.services},
             "admin_enabled": self.gate.enabled,
+            "payloads_open": self.readers.open,
         }
 
     def _service(self, service: str | None) -> str:

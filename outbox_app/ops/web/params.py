@@ -10,6 +10,8 @@ from typing import Any
 
 from outbox_app.ops.operations import MAX_IDS, MAX_OFFSET, MAX_PAGE
 
+MAX_ID = 2**63 - 1  # BIGINT
+
 
 class ApiError(Exception):
     """An answer other than 200, with a message safe to show to the caller."""
@@ -67,7 +69,7 @@ def page(query: Mapping[str, str]) -> tuple[int, int]:
 
 
 def outbox_id(raw: str) -> int:
-    return bounded_int(raw, "id", 1, 2**63 - 1)
+    return bounded_int(raw, "id", 1, MAX_ID)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ SELECTORS = ("id", "ids", "all", "event_type")
 def requeue_request(body: bytes) -> RequeueRequest:
     try:
         doc = json.loads(body or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         doc = None
     if not isinstance(doc, dict):
         raise bad(
@@ -125,8 +127,9 @@ def _optional_str(doc: Mapping[str, Any], name: str) -> str | None:
 
 def _json_id(value: Any) -> int:
     # JSON true is an int in Python; "12" is a string: neither is an id.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise bad(f"ids must be positive integers, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise bad(f"ids must be integers between 1 and {MAX_ID}, got {shown}")
     return value
 
 
@@ -136,3 +139,23 @@ def _json_ids(value: Any) -> list[int]:
     if len(value) > MAX_IDS:
         raise bad(f"at most {MAX_IDS} ids per request, got {len(value)}")
     return sorted({_json_id(v) for v in value})
+
+
+def skip_request(body: bytes) -> tuple[str, list[int]]:
+    """What ``POST /outbox/dead/skip/`` asks for: a service and the dead rows to skip."""
+    try:
+        doc = json.loads(body or b"null")
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise bad('the body must be a JSON object such as {"service": "task", "ids": [1, 2]}')
+    unknown = sorted(set(doc) - {"service", "id", "ids"})
+    if unknown:
+        raise bad(f"unknown field(s) {', '.join(unknown)}; accepted: service, id, ids")
+    service = _optional_str(doc, "service")
+    if service is None:
+        raise bad("service is required")
+    if ("id" in doc) == ("ids" in doc):
+        raise bad("give exactly one of id, ids")
+    ids = [_json_id(doc["id"])] if "id" in doc else _json_ids(doc["ids"])
+    return service, ids

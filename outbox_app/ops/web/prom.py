@@ -25,6 +25,7 @@ def prime(metrics: Metrics, services: list[str]) -> None:
         metrics.poison,
         metrics.recovered,
         metrics.purged,
+        metrics.parked,
         metrics.relay_batch,
         metrics.publish_latency,
         metrics.end_to_end,
@@ -43,9 +44,14 @@ def update_health(metrics: Metrics, health: Health) -> None:
 def update_gauges(metrics: Metrics, stats: dict[str, Any]) -> None:
     for service, counts in stats["services"].items():
         for status in Status:
-            metrics.rows.labels(service, status.value).set(counts[status.value])
+            if status.value in counts:
+                metrics.rows.labels(service, status.value).set(counts[status.value])
         age = counts["oldest_pending_age_s"]
         metrics.oldest_pending.labels(service).set(0.0 if age is None else age)
+        if "blocked_keys" in counts:
+            metrics.blocked_keys.labels(service).set(counts["blocked_keys"])
+            blocked = counts["oldest_blocked_age_s"]
+            metrics.oldest_blocked.labels(service).set(0.0 if blocked is None else blocked)
 
 
 def forget_gauges(metrics: Metrics) -> None:
@@ -53,6 +59,8 @@ def forget_gauges(metrics: Metrics) -> None:
     alerts fire, stale numbers would quietly claim all is well."""
     metrics.rows.clear()
     metrics.oldest_pending.clear()
+    metrics.blocked_keys.clear()
+    metrics.oldest_blocked.clear()
 
 
 def render(metrics: Metrics, accept: str | None) -> tuple[bytes, str]:

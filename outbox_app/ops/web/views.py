@@ -6,6 +6,8 @@
 - ``GET /outbox/dead/?service=&event_type=&limit=&offset=``: dead letters, newest first
 - ``GET /outbox/messages/<service>/<id>/``: one outbox row
 - ``POST /outbox/dead/requeue/``: needs the admin token (``X-Outbox-Admin-Token``)
+- ``POST /outbox/dead/skip/``: ordered services: a dead head skipped (admin token)
+- ``GET /outbox/blocked/?service=``: ordered keys waiting for their head
 - ``GET /metrics``: Prometheus
 
 Each view is thin: ``WebApi`` does the work, ``install`` binds it to one app.
@@ -78,12 +80,24 @@ class Series(OutboxView):
 
 class DeadLetters(OutboxView):
     async def get(self, request: Request) -> Response:
-        return await self.answer(self.api.dead(_query(request)))
+        return await self.answer(self.api.dead(_query(request), _headers(request)))
+
+
+class Skip(OutboxView):
+    async def post(self, request: Request) -> Response:
+        body = await self.read_request_content(request)
+        headers = _headers(request)
+        return await self.answer(self.api.skip(headers, body, getattr(request, "remote", None)))
+
+
+class Blocked(OutboxView):
+    async def get(self, request: Request) -> Response:
+        return await self.answer(self.api.blocked(_query(request)))
 
 
 class Message(OutboxView):
     async def get(self, request: Request, service: str, outbox_id: str) -> Response:
-        return await self.answer(self.api.message(service, outbox_id))
+        return await self.answer(self.api.message(service, outbox_id, _headers(request)))
 
 
 class Requeue(OutboxView):
@@ -112,6 +126,8 @@ ROUTES: list[tuple[str, type[View]]] = [
     ("/outbox/api/series/", Series),
     ("/outbox/dead/", DeadLetters),
     ("/outbox/dead/requeue/", Requeue),
+    ("/outbox/dead/skip/", Skip),
+    ("/outbox/blocked/", Blocked),
     ("/outbox/messages/{service}/{outbox_id}/", Message),
     ("/metrics", PrometheusMetrics),
 ]
