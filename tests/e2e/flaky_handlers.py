@@ -1,9 +1,11 @@
-"""Handlers for failure tests: service ``flaky``. Loaded by test workers through
-OUTBOX_HANDLER_MODULES; their effects land in ``flaky_effects``."""
+"""Handlers for failure tests: service ``flaky`` (its effects in ``flaky_effects``) and
+service ``steps``, ordered per key (``step_effects``). Loaded by test workers through
+OUTBOX_HANDLER_MODULES."""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
@@ -59,3 +61,33 @@ def crashes_its_worker(ctx: HandlerContext) -> None:
     """A poison event: kills the worker process that runs it, every time."""
     _effect(ctx)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- service ``steps``: ordered per key ------------------------------------------------------
+default_registry.add_service("steps", ordering="key")
+
+step_effects = Table(
+    "step_effects",
+    metadata,
+    Column("id", Id, primary_key=True),  # the commit order of the effects
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("stream", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+
+
+@handler("steps.step", service="steps")
+def step(ctx: HandlerContext) -> None:
+    """Records (stream, seq) in commit order; fails the attempts its payload asks for
+    (``fail``: this share of attempts, decided per outbox id and attempt; ``fail_attempts``:
+    the first n)."""
+    if ctx.event.attempt <= int(ctx.payload.get("fail_attempts", 0)):
+        raise RuntimeError(f"step {ctx.payload['seq']} fails attempt {ctx.event.attempt}")
+    share = float(ctx.payload.get("fail", 0))
+    if share and random.Random(ctx.event.outbox_id * 1000 + ctx.event.attempt).random() < share:
+        raise RuntimeError(f"step {ctx.payload['seq']} fails attempt {ctx.event.attempt}")
+    ctx.session.execute(
+        insert(step_effects).values(
+            outbox_id=ctx.event.outbox_id, stream=ctx.event.key, seq=ctx.payload["seq"]
+        )
+    )
