@@ -48,8 +48,9 @@ def test_short_soak_with_every_fault_loses_and_doubles_nothing(tmp_path: Path) -
     assert out.exists(), report
     result = json.loads(out.read_text())
     line = proc.stdout.strip().splitlines()[-1]
-    assert line.startswith("SOAK events=") and " lost=0 doubled=0 " in line, report
+    assert line.startswith("SOAK events=") and " lost=0 doubled=0 out_of_order=0 " in line, report
     assert result["lost"] == 0 and result["doubled"] == 0, report
+    assert result["out_of_order"] == 0, report  # every ordered stream, under every fault
     assert set(result["faults"]) == set(faults_for(BROKER)), report
     assert all(n >= 1 for n in result["faults"].values()), report
     assert result["events"] > 0, report

@@ -175,3 +175,41 @@ def test_an_id_reused_after_a_crash_is_not_a_leftover(engine: Engine) -> None:
     book.ledger.committed.append(Sent("again", ok.outbox_id, "agent", "chat_history.persist"))
     res = judge(engine, book.ledger)
     assert any("committed twice" in v for v in res.violations), res.violations
+
+
+def test_a_stream_whose_effects_committed_out_of_order_is_counted(engine: Engine) -> None:
+    from outbox_app.devtools.soak.handlers import soak_steps
+
+    book = Book(engine)
+    one, two, three = (
+        book.tx([("soak.step", {"stream": "s", "seq": n}, "s", str(n))])[0] for n in (1, 2, 3)
+    )
+    book.consumed(one, two, three)
+    with engine.begin() as conn:  # the effects of steps 2 and 1 committed the wrong way round
+        for s, seq in ((two, 2), (one, 1), (three, 3)):
+            conn.execute(insert(soak_steps).values(outbox_id=s.outbox_id, stream="s", seq=seq))
+    res = judge(engine, book.ledger)
+    assert res.out_of_order == 1 and (res.lost, res.doubled) == (0, 0)
+    assert not res.ok
+
+
+def test_a_skipped_doomed_step_is_dead_as_expected_and_its_stream_in_order(engine: Engine) -> None:
+    from outbox_app.devtools.soak.handlers import soak_steps
+
+    book = Book(engine)
+    doomed = book.tx([("soak.step", {"stream": "s", "seq": 1, "doomed": True}, "s", "1")])[0]
+    doomed = Sent(doomed.uid, doomed.outbox_id, doomed.service, doomed.event_type, "s", "1", True)
+    book.ledger.committed[-1] = doomed
+    after = book.tx([("soak.step", {"stream": "s", "seq": 2}, "s", "2")])[0]
+    book.dead(doomed)
+    from outbox_app.ordering import KeyOrder
+
+    assert KeyOrder(OutboxStore(engine, default_registry.route("soak_seq"))).skip(
+        [doomed.outbox_id]
+    ) == [doomed.outbox_id]
+    book.consumed(after)
+    with engine.begin() as conn:
+        conn.execute(insert(soak_steps).values(outbox_id=after.outbox_id, stream="s", seq=2))
+    res = judge(engine, book.ledger)
+    assert (res.lost, res.doubled, res.out_of_order, res.violations) == (0, 0, 0, [])
+    assert res.dead == 1 and res.expected_dead == 1

@@ -39,8 +39,11 @@ def test_the_result_line() -> None:
     )
     assert result.line() == (
         "SOAK events=171019 rolled_back=8987 consumed=167650 dead=3369 lost=0 doubled=0 "
+        "out_of_order=0 "
         "faults=kill:8,stop:8,handler:14117 seconds=600"
     )
     assert result.ok
     result.doubled = 1
+    assert not result.ok
+    result.doubled, result.out_of_order = 0, 1
     assert not result.ok

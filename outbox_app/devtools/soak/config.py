@@ -26,7 +26,9 @@ BROKER_FAULTS = {
     "kafka": ("broker-kill", "broker-bounce"),
     "kafka-cluster": ("broker-kill", "broker-bounce"),
 }
-SERVICES = ("agent", "memory", "soak", "task")
+SERVICES = ("agent", "memory", "soak", "soak_seq", "task")
+STREAMS_PER_PRODUCER = 20  # ordered keys of soak.step, each owned by one producer thread
+DOOMED_STEP_SHARE = 0.03
 HANDLER_MODULES = "handlers,outbox_app.devtools.soak.handlers"
 SESSION_TIMEOUT_S = 6.0
 DOOMED_MAX_RETRY = 3
@@ -81,6 +83,7 @@ class SoakResult:
     dead: int = 0
     lost: int = 0
     doubled: int = 0
+    out_of_order: int = 0  # ordered streams: effects committed before an earlier step's
     faults: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     drain_s: float | None = None
@@ -96,14 +99,17 @@ class SoakResult:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.doubled == 0 and not self.violations
+        return (
+            self.lost == 0 and self.doubled == 0 and self.out_of_order == 0 and not self.violations
+        )
 
     def line(self) -> str:
         faults = ",".join(f"{k}:{n}" for k, n in self.faults.items()) or "none"
         return (
             f"SOAK events={self.events} rolled_back={self.rolled_back} "
             f"consumed={self.consumed} dead={self.dead} lost={self.lost} "
-            f"doubled={self.doubled} faults={faults} seconds={self.seconds:.0f}"
+            f"doubled={self.doubled} out_of_order={self.out_of_order} faults={faults} "
+            f"seconds={self.seconds:.0f}"
         )
 
 

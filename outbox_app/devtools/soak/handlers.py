@@ -6,6 +6,10 @@ business ``handlers`` package. Soak workers load them with
   probability in ``SOAK_HANDLER_FAILURE_RATE``: the failed attempt's write must roll
   back, and a later attempt must apply it exactly once.
 - ``soak.doomed`` writes a row and always fails: it must end ``dead`` with no effect.
+- ``soak.step`` (service ``soak_seq``, ordered per key): one step of a stream (the key),
+  recorded in ``soak_steps`` in the order the steps' effects commit; it fails at random
+  like ``soak.flaky``, and a doomed step always fails (the soak skips it once dead, as an
+  operator would). A stream's effects must commit in the order its steps did.
 
 ``soak_orders`` is the producer's business table: one row per business transaction,
 committed or rolled back with its outbox rows.
@@ -41,6 +45,18 @@ soak_effects = Table(
     Column("event_type", String(64), nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+)
+
+# The soak's ordered service: its steps' effects must commit in each stream's order.
+default_registry.add_service("soak_seq", ordering="key")
+
+soak_steps = Table(
+    "soak_steps",
+    metadata,
+    Column("id", Id, primary_key=True),  # the commit order of the effects
+    Column("outbox_id", BigInteger, nullable=False, index=True),
+    Column("stream", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
 )
 
 soak_orders = Table(
@@ -100,3 +116,16 @@ def doomed(ctx: HandlerContext) -> None:
     _effect(ctx)
     log.warning("%s outbox_id=%d attempt=%d", INJECTED, ctx.event.outbox_id, ctx.event.attempt)
     raise InjectedFailure("this event is meant to fail until it is dead")
+
+
+@handler("soak.step", service="soak_seq")
+def step(ctx: HandlerContext) -> None:
+    ctx.session.execute(
+        insert(soak_steps).values(
+            outbox_id=ctx.event.outbox_id, stream=ctx.event.key, seq=ctx.payload["seq"]
+        )
+    )
+    doomed = bool(ctx.payload.get("doomed"))
+    if doomed or _decide(ctx.event.outbox_id, ctx.event.attempt, failure_rate()):
+        log.warning("%s outbox_id=%d attempt=%d", INJECTED, ctx.event.outbox_id, ctx.event.attempt)
+        raise InjectedFailure(f"injected failure of step {ctx.payload['seq']}")

@@ -15,7 +15,14 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
 from outbox_app.clock import utcnow
-from outbox_app.devtools.soak.config import DOOMED_MAX_RETRY, MEMORY_KEYS, USERS, SoakConfig
+from outbox_app.devtools.soak.config import (
+    DOOMED_MAX_RETRY,
+    DOOMED_STEP_SHARE,
+    MEMORY_KEYS,
+    STREAMS_PER_PRODUCER,
+    USERS,
+    SoakConfig,
+)
 from outbox_app.publish import publish
 from outbox_app.registry import Registry
 
@@ -28,8 +35,9 @@ class Sent:
     outbox_id: int
     service: str
     event_type: str
-    ref: str = ""  # task id for task events, "user|key" for memory events
-    value: str = ""  # the memory value written
+    ref: str = ""  # task id for task events, "user|key" for memory events, stream for steps
+    value: str = ""  # the memory value written; a step's seq
+    doomed: bool = False  # meant to fail until dead
 
 
 @dataclass
@@ -65,6 +73,10 @@ class Producer:
         ]
         if with_soak:
             self.mix += [("soak.flaky", 0.08), ("soak.doomed", 0.02)]
+        self.mix.append(("soak.step", 0.12))
+        # Each producer thread owns its streams: a stream's transactions commit one after
+        # another, which is what per-key order is promised for.
+        self._steps: dict[int, dict[str, int]] = {}
 
     def run(self) -> None:
         threads = [
@@ -94,10 +106,29 @@ class Producer:
             seq += 1
             done += self._transaction(rng, f"p{k}-{seq}", n)
 
-    def _event(self, rng: random.Random, uid: str, i: int) -> tuple[str, Any, str, str, str, int]:
+    def _event(
+        self, rng: random.Random, uid: str, i: int
+    ) -> tuple[str, Any, str, str, str, int, bool]:
+        """(event type, payload, key, ref, value, max_retry, doomed)"""
+        kind, payload, key, ref, value, retries = self._plain_event(rng, uid, i)
+        if kind != "soak.step":
+            return kind, payload, key, ref, value, retries, kind == "soak.doomed"
+        k = int(uid[1 : uid.index("-")])  # the producer thread: p<k>-<n>
+        streams = self._steps.setdefault(k, {})
+        stream = f"p{k}-st{rng.randrange(STREAMS_PER_PRODUCER)}"
+        seq = streams[stream] = streams.get(stream, 0) + 1
+        doomed = rng.random() < DOOMED_STEP_SHARE
+        step = {"stream": stream, "seq": seq, "doomed": doomed}
+        return kind, step, stream, stream, str(seq), DOOMED_MAX_RETRY if doomed else 20, doomed
+
+    def _plain_event(
+        self, rng: random.Random, uid: str, i: int
+    ) -> tuple[str, Any, str, str, str, int]:
         """(event type, payload, key, ref, value, max_retry)"""
         kinds, weights = zip(*self.mix, strict=True)
         kind = rng.choices(kinds, weights)[0]
+        if kind == "soak.step":
+            return kind, None, "", "", "", 20
         user = rng.randrange(USERS)
         if kind == "task.completed":
             with self._tasks_lock:
@@ -143,7 +174,7 @@ class Producer:
         try:
             session.begin()
             session.execute(insert(soak_orders).values(uid=uid, events=n, created_at=utcnow()))
-            for event_type, payload, key, ref, value, max_retry in events:
+            for event_type, payload, key, ref, value, max_retry, doomed in events:
                 oid = publish(
                     session,
                     event_type,
@@ -153,7 +184,7 @@ class Producer:
                     registry=self.registry,
                 )
                 service = self.registry.owner(event_type)
-                sent.append(Sent(uid, oid, service, event_type, ref, value))
+                sent.append(Sent(uid, oid, service, event_type, ref, value, doomed))
             if deliberate:
                 session.rollback()
                 with self.ledger.lock:

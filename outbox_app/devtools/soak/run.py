@@ -18,8 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
+from outbox_app.clock import db_time
 from outbox_app.database import make_engine
 from outbox_app.devtools.soak.config import FAULT_KINDS, SERVICES, SoakConfig, SoakResult
 from outbox_app.devtools.soak.faults import Faults
@@ -27,8 +28,11 @@ from outbox_app.devtools.soak.processes import KafkaSoakBroker, SoakBroker, Tans
 from outbox_app.devtools.soak.producer import Producer
 from outbox_app.devtools.soak.rig import Rig
 from outbox_app.devtools.soak.verify import verify
+from outbox_app.ordering import KeyOrder
+from outbox_app.records import Status
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema, outbox_table
+from outbox_app.store import OutboxStore
 
 LOG_COUNTS = {
     "stale_recovered": r"maintenance \w+: (\d+) published row\(s\) not consumed",
@@ -47,6 +51,7 @@ class Soak:
         self.started = time.monotonic()
         self.stop = threading.Event()
         self.rig = Rig(config, self.tmp, self.say, soak_broker(config.broker, self.tmp))
+        self.skipped = 0  # dead heads of ordered streams the soak skipped
 
     def say(self, message: str) -> None:
         if not self.cfg.quiet:
@@ -92,6 +97,7 @@ class Soak:
         stop_at = begun + cfg.seconds
         threads = [
             threading.Thread(target=self.rig.watch_workers, args=(self.stop,), daemon=True),
+            threading.Thread(target=self._skip_dead_steps, args=(engine,), daemon=True),
             threading.Thread(target=producer.run, name="soak-producer", daemon=True),
             threading.Thread(
                 target=faults.run,
@@ -102,7 +108,7 @@ class Soak:
         ]
         for t in threads:
             t.start()
-        watch, prod, fault_thread = threads
+        watch, skipper, prod, fault_thread = threads
         self.say(f"producing about {cfg.rate:g} events/s for {cfg.seconds:g}s")
         while time.monotonic() < stop_at:
             time.sleep(min(1.0, max(0.0, stop_at - time.monotonic())))
@@ -131,6 +137,7 @@ class Soak:
             )
         self.stop.set()
         watch.join(5)
+        skipper.join(5)
         counts = {k: faults.counts.get(k, 0) for k in cfg.kinds if k != "handler"}
         if "handler" in cfg.kinds:
             counts["handler"] = self.injected_handler_failures()
@@ -148,6 +155,7 @@ class Soak:
         result.details["fault_log"] = faults.log
         result.details["producer_errors"] = dict(producer.ledger.errors)
         result.details["seed"] = self.seed
+        result.details["skipped_dead_steps"] = self.skipped
         return result
 
     def _wait_drained(self, engine: Engine, since: float) -> float | None:
@@ -167,16 +175,42 @@ class Soak:
         return None
 
     def live_rows(self, engine: Engine) -> int:
+        """Rows still on their way: pending, published, or parked behind their key's head."""
         total = 0
         with engine.connect() as conn:
             for service in SERVICES:
                 t = outbox_table(self.registry.route(service)).name
                 total += int(
                     conn.execute(
-                        text(f"SELECT COUNT(*) FROM {t} WHERE status IN ('pending', 'published')")
+                        text(
+                            f"SELECT COUNT(*) FROM {t} "
+                            "WHERE status IN ('pending', 'published', 'parked')"
+                        )
                     ).scalar_one()
                 )
         return total
+
+    def _skip_dead_steps(self, engine: Engine) -> None:
+        """What an operator does with a dead head of an ordered stream that cannot be
+        mended: skip it after a while, so that the stream goes on."""
+        store = OutboxStore(engine, self.registry.route("soak_seq"))
+        order = KeyOrder(store)
+        t = store.table
+        while not self.stop.wait(2.0):
+            try:
+                with engine.connect() as conn:
+                    ids = [
+                        int(i)
+                        for (i,) in conn.execute(
+                            select(t.c.id).where(
+                                t.c.status == Status.DEAD.value, t.c.updated_at < db_time(-2.0)
+                            )
+                        )
+                    ]
+                if ids:
+                    self.skipped += len(order.skip(ids))
+            except Exception:  # noqa: BLE001 - the database is down right now: next round
+                continue
 
     def log_counts(self) -> dict[str, int]:
         """How often the recovery paths ran, from the worker logs."""

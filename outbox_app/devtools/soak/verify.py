@@ -4,6 +4,8 @@ method of ``Judge`` named for what it proves; ``verify`` runs them all."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,11 @@ class Snapshot:
     effects: dict[int, int]  # soak_effects rows per outbox id
     tasks: dict[str, tuple[int, str, int | None]]  # task id: (created by, status, completed by)
     memories: dict[str, tuple[int, str]]  # "user|key": (version, value)
+    steps: dict[str, list[int]]  # stream: the outbox ids of its steps' effects, commit order
+
+    @functools.cached_property
+    def step_effects(self) -> dict[int, int]:
+        return dict(Counter(i for ids in self.steps.values() for i in ids))
 
     @classmethod
     def read(cls, engine: Engine, registry: Registry) -> Snapshot:
@@ -61,11 +68,19 @@ class Snapshot:
                     f"{u}|{k}": (int(v), val)
                     for u, k, v, val in rows("SELECT user_id, mkey, version, value FROM memories")
                 },
+                steps=_streams(rows("SELECT stream, outbox_id FROM soak_steps ORDER BY id")),
             )
 
 
 def _per_outbox_id(rows: list[Any]) -> dict[int, int]:
     return {int(o): int(n) for o, n in rows}
+
+
+def _streams(rows: list[Any]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for stream, outbox_id in rows:
+        out.setdefault(stream, []).append(int(outbox_id))
+    return out
 
 
 @dataclass
@@ -113,9 +128,9 @@ class Judge:
                 live.append(where)
             elif st == "consumed":
                 self.result.consumed += 1
-            elif st == "dead":
+            elif st in ("dead", "skipped"):  # skipped: dead, and let go by the operator
                 self.result.dead += 1
-                if s.event_type == "soak.doomed":
+                if s.doomed or s.event_type == "soak.doomed":
                     self.result.expected_dead += 1
                 else:
                     unexpected.append(f"{where}: {err}")
@@ -132,7 +147,7 @@ class Judge:
             st, err = self._status(s)
             if st == "missing":
                 continue  # counted lost already
-            dead, where, et = st == "dead", _where(s), s.event_type
+            dead, where, et = st in ("dead", "skipped"), _where(s), s.event_type
             if et in ("chat_history.persist", "soak.flaky"):
                 n = (snap.chat if et == "chat_history.persist" else snap.effects).get(
                     s.outbox_id, 0
@@ -148,6 +163,17 @@ class Judge:
                     self.violation(f"{where}: meant to fail, but consumed")
                 elif not dead:
                     self.lost.append(where)  # neither an effect (by design) nor a dead row
+            elif et == "soak.step":
+                n = snap.step_effects.get(s.outbox_id, 0)
+                if s.doomed:
+                    if n:
+                        self.violation(f"{where}: a failed attempt's write was committed")
+                    if not dead:
+                        self.lost.append(where)
+                elif n == 0 and not dead:
+                    self.lost.append(where)
+                elif n > 1:
+                    self.doubled.append(where)
             elif et == "task.created":
                 task = snap.tasks.get(s.ref)
                 if (task is None or task[0] != s.outbox_id) and not dead:
@@ -179,6 +205,21 @@ class Judge:
                 self.doubled.extend([f"memory.upsert({ref})"] * (version - want))
             if ref in self.snap.memories and value not in values.get(ref, set()):
                 self.violation(f"memory {ref} holds {value!r}, which no committed event wrote")
+
+    def each_stream_committed_in_order(self) -> None:
+        """Per ordered stream, the effects commit in the order its steps committed: an
+        effect whose step came before the previous effect's step is out of order."""
+        position: dict[int, int] = {}
+        for i, s in enumerate(x for x in self.committed if x.event_type == "soak.step"):
+            position[s.outbox_id] = i
+        for stream, ids in self.snap.steps.items():
+            known = [position[i] for i in ids if i in position]
+            if len(known) < len(ids):
+                self.violation(f"stream {stream}: effects of steps nobody committed")
+            inversions = sum(1 for a, b in itertools.pairwise(known) if b < a)
+            self.result.out_of_order += inversions
+            if inversions:
+                self.result.details.setdefault("out_of_order_streams", []).append(stream)
 
     # -- what did not commit -----------------------------------------------------------------
     def uncommitted_transactions_left_nothing(self) -> None:
@@ -244,6 +285,7 @@ CHECKS = (
     Judge.every_committed_event_finished,
     Judge.every_effect_applied_once,
     Judge.memory_versions_match_the_upserts,
+    Judge.each_stream_committed_in_order,
     Judge.uncommitted_transactions_left_nothing,
     Judge.no_outbox_row_without_a_transaction,
     Judge.no_outbox_id_committed_twice,
