@@ -14,7 +14,9 @@ from tests.support import ROOT, TEST_BROKER
 LINE = re.compile(
     r"^BENCH n=2000 workers=1 broker=(kafka|tansu) write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "
     r"live_rate=[\d.]+ p50_ms=[\d.]+ p95_ms=[\d.]+ p99_ms=[\d.]+ max_ms=[\d.]+ "
-    r"start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+$"
+    r"start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+ "
+    r"ordered_drain_eps=\d+ ordered_10_keys_drain_eps=\d+ ordered_p50_ms=[\d.]+ "
+    r"ordered_p99_ms=[\d.]+$"
 )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 EVENT = "chat_history.persist"
 SERVICE = "agent"
 KEYS = 64
+BENCH_HANDLER_MODULES = "handlers,outbox_app.devtools.bench.handlers"
+ORDERED_KEYS = (1000, 10)  # the ordered drains: over many keys, and over few
 
 
 @dataclass
@@ -44,6 +46,11 @@ class BenchResult:
     doubled: int = 0
     kafka_limit_eps: float = 0.0
     db_limit_eps: float = 0.0
+    # the ordered service: drains over 1000 keys and over 10, and its live latency
+    ordered_drain_eps: float = 0.0
+    ordered_10_keys_drain_eps: float = 0.0
+    ordered_p50_ms: float = 0.0
+    ordered_p99_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -54,7 +61,10 @@ class BenchResult:
             f"live_rate={self.live_rate:g} p50_ms={self.p50_ms:.1f} p95_ms={self.p95_ms:.1f} "
             f"p99_ms={self.p99_ms:.1f} max_ms={self.max_ms:.1f} start_s={self.start_s:.1f} "
             f"lost={self.lost} doubled={self.doubled} "
-            f"kafka_limit_eps={self.kafka_limit_eps:.0f} db_limit_eps={self.db_limit_eps:.0f}"
+            f"kafka_limit_eps={self.kafka_limit_eps:.0f} db_limit_eps={self.db_limit_eps:.0f} "
+            f"ordered_drain_eps={self.ordered_drain_eps:.0f} "
+            f"ordered_10_keys_drain_eps={self.ordered_10_keys_drain_eps:.0f} "
+            f"ordered_p50_ms={self.ordered_p50_ms:.1f} ordered_p99_ms={self.ordered_p99_ms:.1f}"
         )
 
 

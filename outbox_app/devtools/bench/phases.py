@@ -31,19 +31,49 @@ class Live:
 
 
 class Outbox:
-    """The bench's view of the outbox table of its one service."""
+    """The bench's view of the outbox table of one service: the chat history events of
+    ``agent`` (unordered), or those of the ordered service ``bench_ordered``."""
 
-    def __init__(self, engine: Engine, registry: Registry, progress: Progress) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        progress: Progress,
+        service: str = SERVICE,
+        event_type: str = EVENT,
+        keys: int = KEYS,
+        effects: str = "chat_history",
+    ) -> None:
         self.engine = engine
         self.registry = registry
         self.progress = progress
-        self.table = outbox_table(registry.route(SERVICE))
+        self.service, self.event_type, self.keys, self.effects = service, event_type, keys, effects
+        self.table = outbox_table(registry.route(service))
+
+    def with_keys(self, keys: int) -> Outbox:
+        """The same service, its events spread over ``keys`` keys."""
+        return Outbox(
+            self.engine,
+            self.registry,
+            self.progress,
+            self.service,
+            self.event_type,
+            keys,
+            self.effects,
+        )
+
+    def payload(self, i: int) -> dict[str, Any]:
+        p = chat(i)
+        p["conversation_id"] = f"conv-{i % self.keys}"
+        return p
 
     def publish_batch(self, payloads: list[dict[str, Any]], hold: bool = False) -> list[int]:
         t = self.table
         with Session(self.engine) as session, session.begin():
             ids = [
-                publish(session, EVENT, p, key=p["conversation_id"], registry=self.registry)
+                publish(
+                    session, self.event_type, p, key=p["conversation_id"], registry=self.registry
+                )
                 for p in payloads
             ]
             if hold:  # not due for now: released all at once by the drain phase
@@ -117,7 +147,7 @@ class Outbox:
         return total / (time.monotonic() - started)
 
     def first_event(self, workers: Workers) -> None:
-        (first,) = self.publish_batch([chat(0)])
+        (first,) = self.publish_batch([self.payload(0)])
         workers.wait(lambda: self.finished(first, first) == 1, "the first event")
         # the write phase's rows go through too before the drain starts
         workers.wait(lambda: self.live_rows() == 0, "the write phase's rows")
@@ -127,7 +157,9 @@ class Outbox:
         so the figure is the workers' throughput from first claim to last consumed."""
         ids: list[int] = []
         for start in range(0, n, 2000):
-            ids += self.publish_batch([chat(i) for i in range(start, min(start + 2000, n))], True)
+            ids += self.publish_batch(
+                [self.payload(i) for i in range(start, min(start + 2000, n))], True
+            )
             self.progress.update("backlog", len(ids), n)
         t = self.table
         lo, hi = ids[0], ids[-1]
@@ -172,8 +204,15 @@ class Outbox:
                 if wait > 0:
                     time.sleep(wait)  # pacing: sleep until this thread's next event is due
                     continue
+                payload = self.payload(offset + sent)
                 with Session(engine) as session, session.begin():
-                    row_id = publish(session, EVENT, chat(offset + sent), key=f"k{sent % KEYS}")
+                    row_id = publish(
+                        session,
+                        self.event_type,
+                        payload,
+                        key=payload["conversation_id"],
+                        registry=self.registry,
+                    )
                 with lock:
                     committed[row_id] = time.time()
                 sent += 1
@@ -210,17 +249,17 @@ class Outbox:
     def verify(self) -> tuple[int, int]:
         """lost: committed events with neither a business effect nor a dead row;
         doubled: business effects applied more than once."""
-        t = self.table.name
+        t, e = self.table.name, self.effects
         with self.engine.connect() as conn:
             lost = conn.execute(
                 text(
-                    f"SELECT COUNT(*) FROM {t} o LEFT JOIN chat_history c ON c.outbox_id = o.id "
+                    f"SELECT COUNT(*) FROM {t} o LEFT JOIN {e} c ON c.outbox_id = o.id "
                     "WHERE c.id IS NULL AND o.status <> 'dead'"
                 )
             ).scalar_one()
             doubled = conn.execute(
                 text(
-                    "SELECT COUNT(*) FROM (SELECT outbox_id FROM chat_history GROUP BY outbox_id "
+                    f"SELECT COUNT(*) FROM (SELECT outbox_id FROM {e} GROUP BY outbox_id "
                     "HAVING COUNT(*) > 1) d"
                 )
             ).scalar_one()

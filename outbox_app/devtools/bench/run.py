@@ -19,7 +19,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from outbox_app.database import make_engine
-from outbox_app.devtools.bench.config import BenchConfig, BenchResult, Progress
+from outbox_app.devtools.bench.config import (
+    BENCH_HANDLER_MODULES,
+    ORDERED_KEYS,
+    BenchConfig,
+    BenchResult,
+    Progress,
+)
+from outbox_app.devtools.bench.handlers import ORDERED_EVENT, ORDERED_SERVICE
 from outbox_app.devtools.bench.limits import db_limit, kafka_limit
 from outbox_app.devtools.bench.phases import Outbox
 from outbox_app.devtools.bench.workers import Workers
@@ -79,7 +86,7 @@ def bench_broker(cfg: BenchConfig, tmp: Path) -> Iterator[tuple[str, dict[str, s
 
 def run(cfg: BenchConfig) -> BenchResult:
     registry = default_registry
-    registry.load_modules(["handlers"])
+    registry.load_modules(BENCH_HANDLER_MODULES.split(","))
     progress = Progress()
     tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     broker_name = "url" if cfg.broker_url else cfg.broker
@@ -123,7 +130,32 @@ def run(cfg: BenchConfig) -> BenchResult:
                 f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
                 f"(commit to acked and marked published: p50 {live.relay_p50_ms:.1f} ms)",
             )
-            result.lost, result.doubled = outbox.verify()
+            ordered = Outbox(
+                engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
+                effects="bench_ordered_effects",
+            )  # fmt: skip
+            many, few = (ordered.with_keys(k) for k in ORDERED_KEYS)
+            result.ordered_drain_eps = many.drain(cfg.n, workers)
+            result.ordered_10_keys_drain_eps = few.drain(cfg.n, workers)
+            share = result.ordered_drain_eps / result.drain_eps if result.drain_eps else 0.0
+            result.extra["ordered_vs_unordered"] = round(share, 2)
+            progress.done(
+                "ordered",
+                f"drain {result.ordered_drain_eps:.0f} events/s over {ORDERED_KEYS[0]} keys "
+                f"({share:.2f} of unordered), {result.ordered_10_keys_drain_eps:.0f} over "
+                f"{ORDERED_KEYS[1]} keys",
+            )
+            live = many.live(cfg.live_rate, cfg.live_seconds, workers)
+            if live.latencies_ms:
+                qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
+                result.ordered_p50_ms, result.ordered_p99_ms = qs[49], qs[98]
+            progress.done(
+                "ordered",
+                f"live p50 {result.ordered_p50_ms:.1f} ms, p99 {result.ordered_p99_ms:.1f} ms",
+            )
+            lost, doubled = outbox.verify()
+            o_lost, o_doubled = ordered.verify()
+            result.lost, result.doubled = lost + o_lost, doubled + o_doubled
         finally:
             workers.stop()
             engine.dispose()

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from outbox_app.devtools.bench.config import SERVICE
+from outbox_app.devtools.bench.config import BENCH_HANDLER_MODULES, SERVICE
+from outbox_app.devtools.bench.handlers import ORDERED_SERVICE
 from outbox_app.devtools.ports import free_port
 
 
@@ -28,7 +29,8 @@ class Workers:
             env = dict(os.environ)  # OUTBOX_* tuning passes through; these are the bench's
             env.update(
                 OUTBOX_DATABASE_URL=database_url,
-                OUTBOX_SERVICES=SERVICE,
+                OUTBOX_SERVICES=f"{SERVICE},{ORDERED_SERVICE}",
+                OUTBOX_HANDLER_MODULES=BENCH_HANDLER_MODULES,
                 OUTBOX_APP_ID=app_id,
                 OUTBOX_WEB_PORT=str(free_port()),
                 OUTBOX_WEB_HOST="127.0.0.1",
