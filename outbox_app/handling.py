@@ -13,7 +13,6 @@ recorded here: its row is consumed once the remote call succeeded after the comm
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -226,7 +225,7 @@ class BatchHandling:
             )
             return None
         try:
-            payload = coerce(spec.payload_type, json.loads(row.payload))
+            payload = coerce(spec.payload_type, row.payload, strict=spec.strict)
         except ValueError as exc:
             out.dead[row.id] = f"undecodable payload: {exc}"
             log.error(

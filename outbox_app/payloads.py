@@ -1,18 +1,26 @@
-"""Typed payloads: a dataclass declared on a handler validates what is published and
-what is consumed, and the error names the field that was wrong."""
+"""Typed payloads, validated by pydantic: a handler may declare a dataclass or a pydantic
+model (or any type pydantic validates: ``list[int]``, a ``TypedDict``...). What is
+published is validated and stored as that type's JSON; what is consumed is validated
+from the stored JSON straight into the type. Nested types, lists, optionals, enums and
+datetimes are checked; an error names the field's path (``field 'items[2].sku'``).
+
+Both sides validate the same thing, the payload's JSON, with the same rules: pydantic's
+(lax) by default, which also takes ``"7"`` for an int; unknown fields are ignored, so a
+publisher may add a field before every consumer knows it (forward compatible).
+``strict=True`` on a handler uses pydantic's strict mode and refuses unknown fields.
+Untyped handlers get the decoded JSON (a dict, usually)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-import types
-import typing
-from typing import Any, Union, get_args, get_origin
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 
-def to_json(payload: Any) -> str:
-    """Serialise a payload (a dict, list, or dataclass instance) to compact JSON."""
+def _plain_json(payload: Any) -> str:
     if dataclasses.is_dataclass(payload) and not isinstance(payload, type):
         payload = dataclasses.asdict(payload)
     try:
@@ -21,68 +29,73 @@ def to_json(payload: Any) -> str:
         raise ValueError(f"payload is not JSON-serialisable: {exc}") from None
 
 
-def coerce(payload_type: type | None, data: Any) -> Any:
-    """Build ``payload_type`` from decoded JSON, or return ``data`` when untyped.
-
-    Raises ``ValueError`` naming the offending field.
-    """
-    if payload_type is None:
-        return data
-    if not dataclasses.is_dataclass(payload_type):
-        if not isinstance(data, payload_type):
-            raise ValueError(f"payload must be {payload_type.__name__}, got {_kind(data)}")
-        return data
-    if not isinstance(data, dict):
-        raise ValueError(f"payload must be a JSON object, got {_kind(data)}")
-    hints, known = _fields(payload_type)
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
-    for name, f in known.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in data:
-            if required:
-                raise ValueError(f"missing field {name!r}")
-            continue
-        if not _matches(hints.get(name, Any), data[name]):
-            raise ValueError(
-                f"field {name!r} must be {_type_name(hints.get(name, Any))}, "
-                f"got {_kind(data[name])}"
-            )
-    return payload_type(**data)
-
-
 @functools.cache
-def _fields(payload_type: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
-    # get_type_hints resolves string annotations: costly, so once per type.
-    known = {f.name: f for f in dataclasses.fields(payload_type) if f.init}
-    return typing.get_type_hints(payload_type), known
+def adapter(payload_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(payload_type)
 
 
-def _matches(hint: Any, value: Any) -> bool:
-    if hint is Any:
-        return True
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_matches(arg, value) for arg in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        hint = origin
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
+def to_json(payload: Any, payload_type: Any = None, *, strict: bool = False) -> str:
+    """The JSON stored for ``payload``: validated as ``payload_type`` (a dict or an
+    instance of it) and dumped by the same adapter, or compact JSON when untyped.
+    Raises ``ValueError`` naming the offending field."""
+    if payload_type is None:
+        return _plain_json(payload)
+    ta = adapter(payload_type)
+    raw = _instance_json(ta, payload_type, payload)
+    return ta.dump_json(coerce(payload_type, raw, strict=strict), by_alias=True).decode()
 
 
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+def coerce(payload_type: Any, raw: str | bytes, *, strict: bool = False) -> Any:
+    """The stored payload as ``payload_type`` (validated), or its decoded JSON when
+    untyped. Raises ``ValueError`` naming the offending field."""
+    if payload_type is None:
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"payload is not JSON: {exc}") from None
+    ta = adapter(payload_type)
+    try:
+        value = ta.validate_json(raw, strict=strict)
+    except ValidationError as exc:
+        raise ValueError(describe(exc)) from None
+    if strict:
+        _refuse_unknown(json.loads(raw), ta.dump_python(value, mode="json", by_alias=True))
+    return value
 
 
-def _kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
+def _instance_json(ta: TypeAdapter[Any], payload_type: Any, payload: Any) -> str:
+    """JSON of what a publisher passed: an instance of the type (dumped by it), or plain
+    data (a dict, a list)."""
+    if isinstance(payload_type, type) and isinstance(payload, payload_type):
+        return ta.dump_json(payload, by_alias=True).decode()
+    return _plain_json(payload)
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors as one line, each naming its field's path."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        path = field_path(err.get("loc", ()))
+        where = f"field {path!r}" if path else "payload"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _refuse_unknown(given: Any, known: Any, path: tuple[Any, ...] = ()) -> None:
+    """Raise for a key of ``given`` that the validated value has no field for."""
+    if isinstance(given, dict) and isinstance(known, dict):
+        for key, value in given.items():
+            if key not in known:
+                raise ValueError(f"field {field_path((*path, key))!r}: unknown field (strict)")
+            _refuse_unknown(value, known[key], (*path, key))
+    elif isinstance(given, list) and isinstance(known, list):
+        for i, (g, k) in enumerate(zip(given, known, strict=False)):
+            _refuse_unknown(g, k, (*path, i))

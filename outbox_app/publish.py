@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from outbox_app.errors import ConfigurationError, InvalidEvent, WrongService
-from outbox_app.payloads import coerce, to_json
+from outbox_app.payloads import to_json
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import MAX_KEY_CHARS
 from outbox_app.store import OutboxStore
@@ -91,12 +91,8 @@ def validate_event(
                 event_type, service, f"key is {len(key)} characters, at most {MAX_KEY_CHARS}"
             )
     try:
-        payload_json = to_json(payload)
-        payload_type = reg.payload_type(event_type)
-        if payload_type is not None:
-            import json
-
-            coerce(payload_type, json.loads(payload_json))
+        # Validated, and stored as the JSON the payload type makes of it.
+        payload_json = to_json(payload, reg.payload_type(event_type), strict=reg.strict(event_type))
     except ValueError as exc:
         raise InvalidEvent(event_type, service, str(exc)) from None
     return payload_json

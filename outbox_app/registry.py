@@ -36,7 +36,10 @@ class HandlerSpec:
     event_type: str
     service: str
     func: HandlerFunc
-    payload_type: type | None = None
+    payload_type: Any = None
+    # Refuse payloads with fields the type does not know (default: ignore them, so that a
+    # publisher may add a field before every consumer knows it).
+    strict: bool = False
     # Remote work run after the transaction commits; the row is consumed only once it
     # succeeds. Its database part (``func``) may run again on retry: key it by outbox id.
     after_commit: AfterCommit | None = None
@@ -73,7 +76,8 @@ def check_handler_functions(spec: HandlerSpec) -> None:
 class Registry:
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
-        self._payload_types: dict[str, type] = {}
+        self._payload_types: dict[str, Any] = {}
+        self._strict: set[str] = set()
         self._routes: dict[str, Route] = {}
         self._handlers: dict[str, HandlerSpec] = {}
         self._metadata: list[MetaData] = []
@@ -98,7 +102,12 @@ class Registry:
         return route
 
     def register_event(
-        self, event_type: str, service: str, payload_type: type | None = None
+        self,
+        event_type: str,
+        service: str,
+        payload_type: Any = None,
+        *,
+        strict: bool = False,
     ) -> None:
         if not event_type or not isinstance(event_type, str) or len(event_type) > 128:
             raise ConfigurationError(f"invalid event type {event_type!r} (1-128 characters)")
@@ -110,12 +119,14 @@ class Registry:
         if payload_type is not None and known is not None and known is not payload_type:
             raise ConfigurationError(
                 f"event type {event_type!r} (service {service!r}) already has payload type "
-                f"{known.__name__}, not {payload_type.__name__}"
+                f"{_name(known)}, not {_name(payload_type)}"
             )
         self.add_service(service)
         self._owners[event_type] = service
         if payload_type is not None:
             self._payload_types[event_type] = payload_type
+        if strict:
+            self._strict.add(event_type)
 
     def owner(self, event_type: str) -> str:
         try:
@@ -132,8 +143,11 @@ class Registry:
     def route_for_event(self, event_type: str) -> Route:
         return self._routes[self.owner(event_type)]
 
-    def payload_type(self, event_type: str) -> type | None:
+    def payload_type(self, event_type: str) -> Any:
         return self._payload_types.get(event_type)
+
+    def strict(self, event_type: str) -> bool:
+        return event_type in self._strict
 
     @property
     def services(self) -> list[str]:
@@ -152,18 +166,21 @@ class Registry:
         event_type: str,
         *,
         service: str,
-        payload: type | None = None,
+        payload: Any = None,
         after_commit: AfterCommit | None = None,
+        strict: bool = False,
     ) -> Callable[[F], F]:
-        """Register ``func`` as the handler of ``event_type``, owned by ``service``."""
+        """Register ``func`` as the handler of ``event_type``, owned by ``service``.
+        ``payload``: the type its payloads are validated as (a dataclass, a pydantic
+        model...); ``strict``: refuse unknown fields (default: ignore them)."""
 
         def decorate(func: F) -> F:
-            spec = HandlerSpec(event_type, service, func, payload, after_commit)
+            spec = HandlerSpec(event_type, service, func, payload, strict, after_commit)
             check_handler_functions(spec)
             existing = self._handlers.get(event_type)
             if existing is not None and existing.func is not func:
                 raise DuplicateHandler(event_type, existing.name)
-            self.register_event(event_type, service, payload)  # raises before any change
+            self.register_event(event_type, service, payload, strict=strict)  # raises first
             self._handlers[event_type] = spec
             return func
 
@@ -188,6 +205,7 @@ class Registry:
         default registry without leaking them into other tests."""
         copy = Registry()
         copy._owners, copy._payload_types = dict(self._owners), dict(self._payload_types)
+        copy._strict = set(self._strict)
         copy._routes, copy._handlers = dict(self._routes), dict(self._handlers)
         copy._metadata, copy._loaded = list(self._metadata), set(self._loaded)
         return copy
@@ -242,13 +260,18 @@ def handler(
     event_type: str,
     *,
     service: str,
-    payload: type | None = None,
+    payload: Any = None,
     after_commit: AfterCommit | None = None,
+    strict: bool = False,
 ) -> Callable[[F], F]:
     """Register a handler in the default registry (see ``Registry.handler``)."""
     return default_registry.handler(
-        event_type, service=service, payload=payload, after_commit=after_commit
+        event_type, service=service, payload=payload, after_commit=after_commit, strict=strict
     )
+
+
+def _name(t: Any) -> str:
+    return getattr(t, "__name__", None) or repr(t)
 
 
 def load_handlers(*modules: str, registry: Registry | None = None) -> Registry:
