@@ -18,8 +18,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY outbox_app ./outbox_app
 COPY handlers ./handlers
-# Runtime dependencies only ([project] dependencies), no extras.
-RUN pip install --no-cache-dir .
+# The worker and the MySQL driver (extras of pyproject.toml), nothing for development.
+RUN pip install --no-cache-dir ".[worker,mysql]"
 
 
 FROM python:3.11-slim

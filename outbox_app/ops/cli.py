@@ -10,7 +10,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from outbox_app.errors import OutboxError
+from outbox_app import __version__
+from outbox_app.errors import ConfigurationError, OutboxError
 from outbox_app.settings import Settings
 
 # Options whose value may start with "-" (argparse would take "-5s" for an option and
@@ -63,6 +64,12 @@ FAUST_GLOBAL_FLAGS = ("--debug", "--no-debug", "--quiet", "-q", "--no-color", "-
 
 def run_worker(faust_args: list[str]) -> int:
     """A Faust worker (``faust -A outbox_app.app worker``); extra arguments go to Faust."""
+    try:
+        import faust  # noqa: F401 - only to say clearly what is missing
+    except ImportError:
+        raise ConfigurationError(
+            "the worker needs the worker extra: pip install 'outbox-app[worker,mysql]'"
+        ) from None
     from outbox_app.worker.app import build_app
 
     settings = Settings.from_env()
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transactional outbox on Faust. `outbox-app worker [faust options]` runs "
         "a worker; the commands below operate it. Settings come from OUTBOX_* variables.",
     )
+    parser.add_argument("--version", action="version", version=f"outbox-app {__version__}")
     sub = parser.add_subparsers(metavar="command")
     sub.add_parser("worker", help="run a Faust worker (options are passed to Faust)")
 

@@ -647,9 +647,11 @@ def test_dockerfile_base_image_meets_requires_python():
 
 def test_dockerfile_installs_the_project_as_pyproject_declares_it():
     ins, words = pip_install()
-    assert positional(words) == ["."], (
-        f"install the project itself (`pip install .`, runtime dependencies only), got {words}"
+    assert positional(words) == [".[worker,mysql]"], (
+        f"install the project with the worker and mysql extras, got {words}"
     )
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert {"worker", "mysql"} <= set(extras), sorted(extras)
     placed = copied_paths(ins.stage)
     wanted = ["pyproject.toml", pyproject()["project"]["readme"], *package_dirs()]
     for path in wanted:
@@ -661,7 +663,8 @@ def test_dockerfile_installs_the_project_as_pyproject_declares_it():
 
 def test_dockerfile_installs_what_mysqlclient_needs():
     assert any(
-        dep.lower().startswith("mysqlclient") for dep in pyproject()["project"]["dependencies"]
+        dep.lower().startswith("mysqlclient")
+        for dep in pyproject()["project"]["optional-dependencies"]["mysql"]
     )
     install_stage = pip_install()[0].stage
     final_stage = dockerfile()[-1].stage
