@@ -18,8 +18,8 @@ system-deps:
 	bash scripts/system-deps.sh
 
 lint: install
-	$(BIN)/ruff check outbox_app handlers tests
-	$(BIN)/ruff format --check outbox_app handlers tests
+	$(BIN)/ruff check outbox_app handlers tests examples
+	$(BIN)/ruff format --check outbox_app handlers tests examples
 	$(BIN)/mypy
 
 test: system-deps install lint

@@ -12,7 +12,7 @@ from outbox_app.errors import (
     UnknownEventType,
     WrongService,
 )
-from outbox_app.publish import publish
+from outbox_app.publish import apublish, publish
 from outbox_app.records import OutboxRow, Status
 from outbox_app.registry import Registry, default_registry, handler, load_handlers
 
@@ -35,6 +35,7 @@ __all__ = [
     "UnknownEventType",
     "WrongService",
     "__version__",
+    "apublish",
     "default_registry",
     "handler",
     "load_handlers",

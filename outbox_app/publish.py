@@ -1,20 +1,24 @@
-"""``publish()``: add an event to the caller's own transaction."""
+"""``publish()`` and ``apublish()``: add an event to the caller's own transaction."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Insert
 from sqlalchemy.orm import Session
 
 from outbox_app.errors import ConfigurationError, InvalidEvent, WrongService
 from outbox_app.payloads import to_json
 from outbox_app.registry import Registry, default_registry
-from outbox_app.schema import MAX_KEY_CHARS
-from outbox_app.store import OutboxStore
+from outbox_app.schema import MAX_KEY_CHARS, outbox_table
+from outbox_app.statements import hot_statements
+from outbox_app.store import inserted_id, row_params
 from outbox_app.tracing import current_traceparent
+
+if TYPE_CHECKING:  # the asyncio extension needs greenlet: only async callers have it
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,38 @@ def publish(
     or is not JSON-serialisable, or an oversize key. ``service``, when given, is the
     service the caller expects to publish through (``WrongService`` otherwise).
     """
+    insert, params = new_row(event_type, payload, key, max_retry, registry, service, traceparent)
+    return inserted_id(session.execute(insert, params))
+
+
+async def apublish(
+    session: AsyncSession | AsyncConnection,
+    event_type: str,
+    payload: Any,
+    key: str | None = None,
+    *,
+    max_retry: int | None = None,
+    registry: Registry | None = None,
+    service: str | None = None,
+    traceparent: str | None = None,
+) -> int:
+    """``publish()`` for asyncio code: joins the transaction of an ``AsyncSession`` or an
+    ``AsyncConnection`` (SQLAlchemy's asyncio extension), with the same checks and errors;
+    never commits."""
+    insert, params = new_row(event_type, payload, key, max_retry, registry, service, traceparent)
+    return inserted_id(await session.execute(insert, params))
+
+
+def new_row(
+    event_type: str,
+    payload: Any,
+    key: str | None,
+    max_retry: int | None,
+    registry: Registry | None,
+    service: str | None,
+    traceparent: str | None,
+) -> tuple[Insert, dict[str, Any]]:
+    """The insert of a new pending row and its parameters, once every check passed."""
     reg = registry or default_registry
     route = reg.route_for_event(event_type)
     if service is not None and service != route.service:
@@ -68,15 +104,10 @@ def publish(
     retries = default_max_retry() if max_retry is None else max_retry
     if retries < 1:
         raise InvalidEvent(event_type, route.service, f"max_retry must be >= 1, got {retries}")
-    store = OutboxStore(_bind(session), route)
-    return store.add(
-        session,
-        event_type=event_type,
-        payload_json=payload_json,
-        key=key,
-        max_retry=retries,
-        traceparent=traceparent or current_traceparent(),
+    params = row_params(
+        route, event_type, payload_json, key, retries, traceparent or current_traceparent()
     )
+    return hot_statements(outbox_table(route)).add, params
 
 
 def validate_event(
@@ -96,7 +127,3 @@ def validate_event(
     except ValueError as exc:
         raise InvalidEvent(event_type, service, str(exc)) from None
     return payload_json
-
-
-def _bind(session: Session | Connection) -> Any:
-    return session.engine if isinstance(session, Connection) else session.get_bind()

@@ -94,19 +94,8 @@ class OutboxStore:
         traceparent: str | None = None,
     ) -> int:
         """Insert a pending row inside the caller's transaction (never commits)."""
-        result = conn.execute(
-            self._sql.add,
-            {
-                "event_type": event_type,
-                "service_name": self.route.service,
-                "topic": self.route.topic,
-                "message_key": key,
-                "payload": payload_json,
-                "max_retry": max_retry,
-                "traceparent": traceparent,
-            },
-        )
-        return int(cast(CursorResult[Any], result).inserted_primary_key[0])  # type: ignore[index]
+        params = row_params(self.route, event_type, payload_json, key, max_retry, traceparent)
+        return inserted_id(conn.execute(self._sql.add, params))
 
     # -- relay -----------------------------------------------------------------------
     def claim_due(self, limit: int, lease_s: float) -> Claim | None:
@@ -369,6 +358,30 @@ class OutboxStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.id == row_id)).first()
         return OutboxRow.from_row(row) if row is not None else None
+
+
+def row_params(
+    route: Route,
+    event_type: str,
+    payload_json: str,
+    key: str | None,
+    max_retry: int,
+    traceparent: str | None,
+) -> dict[str, Any]:
+    """The parameters of the prebuilt insert of a new pending row."""
+    return {
+        "event_type": event_type,
+        "service_name": route.service,
+        "topic": route.topic,
+        "message_key": key,
+        "payload": payload_json,
+        "max_retry": max_retry,
+        "traceparent": traceparent,
+    }
+
+
+def inserted_id(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).inserted_primary_key[0])  # type: ignore[index]
 
 
 def _rowcount(result: Any) -> int:

@@ -175,9 +175,11 @@ class Stack:
                 self.url,
                 self.broker,
                 self.prefix,
-                OUTBOX_SERVICES=services,
-                OUTBOX_HANDLER_MODULES=",".join(HANDLER_MODULES),
-                **env,
+                **{
+                    "OUTBOX_SERVICES": services,
+                    "OUTBOX_HANDLER_MODULES": ",".join(HANDLER_MODULES),
+                    **env,
+                },
             ),
             log,
         ).start()

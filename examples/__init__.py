@@ -1,0 +1,1 @@
+"""Examples of services that use the outbox (runnable from the repository's root)."""
