@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Transaction
 from sqlalchemy.exc import DBAPIError
 
 from outbox_app.context import Event, HandlerContext, HandlerSession, WriteBuffer
@@ -62,6 +64,7 @@ class BatchOutcome:
     latencies: list[float] = field(default_factory=list)
     counted: set[int] = field(default_factory=set)  # attempts counted when they started
     parked: list[int] = field(default_factory=list)  # ordered keys: waiting for an earlier row
+    ran: list[int] = field(default_factory=list)  # rows whose handler was called
 
 
 class _CountStarts(Exception):
@@ -91,6 +94,12 @@ class BatchHandling:
         self.count_starts_after = count_starts_after
         self.order = KeyOrder(store) if store.route.ordered else None
 
+    @contextmanager
+    def transaction(self) -> Iterator[tuple[Connection, Transaction]]:
+        """The batch's transaction (the testing helpers run it inside one of their own)."""
+        with self.store.engine.connect() as conn, conn.begin() as tx:
+            yield conn, tx
+
     def run(self, envelopes: list[Envelope]) -> BatchOutcome:
         """The database part of a batch, in one transaction (see the module docstring)."""
         counted: set[int] | None = None
@@ -118,11 +127,11 @@ class BatchHandling:
             if env.outbox_id in by_id:
                 out.duplicates.append(env.outbox_id)  # the same row twice in one batch
             by_id[env.outbox_id] = env
-        with self.store.engine.connect() as conn, conn.begin() as tx:
+        with self.transaction() as (conn, tx):
             rows = self.store.lock_for_consume(conn, by_id)
             gate = self.order.gate(conn, rows) if self.order is not None else None
             if counted is None:
-                self._count_starts(conn, rows, gate)  # raises _CountStarts after its commit
+                self._count_starts(conn, tx, rows, gate)  # raises _CountStarts after a commit
                 counted = set()
             out.counted = counted
             buffer = WriteBuffer()
@@ -181,7 +190,9 @@ class BatchHandling:
             )
         return out
 
-    def _count_starts(self, conn: Connection, rows: dict[int, Delivery], gate: Gate | None) -> None:
+    def _count_starts(
+        self, conn: Connection, tx: Transaction, rows: dict[int, Delivery], gate: Gate | None
+    ) -> None:
         """Count the attempts of suspect rows before their handlers run (see the class
         docstring); a row whose attempts crashes used up goes dead without running. Rows
         that wait for an earlier row of their key do not start."""
@@ -207,7 +218,7 @@ class BatchHandling:
         self.store.mark_dead(spent, conn, counted=spent)
         starting = [r.id for r in suspects if r.id not in spent]
         self.store.mark_started(starting, conn)
-        conn.commit()
+        tx.commit()
         raise _CountStarts(set(starting), spent)
 
     def _prepare(
@@ -255,6 +266,7 @@ class BatchHandling:
         if prepared is None:
             return
         spec, ctx = prepared
+        out.ran.append(row.id)
         try:
             result = call(spec, ctx)
         except DBAPIError as exc:
@@ -275,6 +287,7 @@ class BatchHandling:
                 return
             spec, ctx = prepared
             at = where(self.service, row)
+            out.ran.append(row.id)
             try:
                 result = call(spec, ctx)
                 buffer.flush(session)
