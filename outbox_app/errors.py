@@ -65,6 +65,19 @@ class DatabaseRefused(OutboxError):
     not help."""
 
 
+class SchemaMismatch(OutboxError):
+    """The database's tables differ from what the code expects (``outbox_app.schema_diff``)."""
+
+    def __init__(self, where: str, differences: list[str]) -> None:
+        listed = "; ".join(differences[:10])
+        more = f"; and {len(differences) - 10} more" if len(differences) > 10 else ""
+        super().__init__(
+            f"the schema of {where} differs from the code: {listed}{more}. Run `outbox-app "
+            "schema upgrade` (`--dry-run` prints its SQL), or `outbox-app schema check`"
+        )
+        self.differences = differences
+
+
 class DatabaseUnavailable(OutboxError):
     """The database could not be reached or dropped the connection; safe to retry."""
 

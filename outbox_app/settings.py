@@ -18,6 +18,7 @@ from outbox_app.errors import ConfigurationError
 
 ALL_SERVICES = "all"
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SCHEMA_MODES = ("create", "check")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -239,6 +240,13 @@ class Settings:
         "seconds between stale-published recovery and purge rounds",
         parse_duration,
     )
+    schema_mode: str = _setting(
+        "OUTBOX_SCHEMA",
+        "create",
+        "at start-up, create: make missing tables, then check every table; check: only check "
+        "(the DBA ran `outbox-app schema sql`); a worker whose tables differ exits 2",
+        lambda raw: raw.strip().lower(),
+    )
     purge_batch: int = _setting("OUTBOX_PURGE_BATCH", 1000, "rows deleted per purge batch", int)
     log_level: str = _setting("OUTBOX_LOG_LEVEL", "info", "worker log level")
 
@@ -254,6 +262,10 @@ class Settings:
             raise ConfigurationError(
                 "OUTBOX_TOPIC_PREFIX may hold letters, digits, '.', '_' and '-' only "
                 f"(got {self.topic_prefix!r})"
+            )
+        if self.schema_mode not in SCHEMA_MODES:
+            raise ConfigurationError(
+                f"OUTBOX_SCHEMA must be one of {', '.join(SCHEMA_MODES)}, got {self.schema_mode!r}"
             )
         self._check_kafka_security()
         try:

@@ -95,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a Faust worker (options are passed to Faust)")
 
     from outbox_app.devtools import commands as devtools
-    from outbox_app.ops import commands
+    from outbox_app.ops import commands, schema_commands
 
     devtools.add_commands(sub)
     commands.add_commands(sub)
+    schema_commands.add_commands(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from outbox_app.errors import DatabaseRefused, OutboxError, short_error
+from outbox_app.errors import DatabaseRefused, OutboxError, SchemaMismatch, short_error
 from outbox_app.registry import Registry, default_registry
 from outbox_app.retry import Backoff
 from outbox_app.settings import Settings
@@ -59,7 +59,7 @@ class OutboxApp(faust.App):
             await self.runtime.start(self.sleep)
             await wait_for_broker(self.kafka, self.sleep)
             await self._ensure_topics()
-        except (DatabaseRefused, BrokerRefused, TopicsRefused) as exc:
+        except (DatabaseRefused, SchemaMismatch, BrokerRefused, TopicsRefused) as exc:
             log.critical("outbox: %s; exiting", exc)
             raise SystemExit(2) from None
 

@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import OperationalError
 
 from outbox_app.database import DatabaseExecutor, make_engine, refusal
-from outbox_app.errors import DatabaseRefused, DatabaseUnavailable, short_error
+from outbox_app.errors import DatabaseRefused, DatabaseUnavailable, SchemaMismatch, short_error
 from outbox_app.registry import Registry
 from outbox_app.retry import Backoff, RetryPolicy
 from outbox_app.schema import create_schema
+from outbox_app.schema_diff import compare, expected_tables
 from outbox_app.settings import Settings
 from outbox_app.store import OutboxStore
 from outbox_app.worker.health import Health
@@ -54,9 +55,7 @@ class Runtime:
         where = self.settings.safe_database_url
         while True:
             try:
-                await self.executor.run(
-                    create_schema, self.engine, self.registry.routes(), self.registry.metadata
-                )
+                differences = await self.executor.run(self._prepare_schema)
                 break
             except Exception as exc:  # noqa: BLE001 - the database may still be starting
                 refused = refusal(exc)
@@ -71,8 +70,20 @@ class Runtime:
                     waited = True
                 await sleep(delay)
                 delay = min(delay * 2, 10.0)
+        if differences:
+            raise SchemaMismatch(where, differences)
         log.info("outbox: schema ready on %s for services %s", where, ", ".join(self.services))
         self.ready.set()
+
+    def _prepare_schema(self) -> list[str]:
+        """Create what is missing (``OUTBOX_SCHEMA=create``), then compare every table with
+        what the code expects; the differences, described."""
+        routes, metadatas = self.registry.routes(), self.registry.metadata
+        if self.settings.schema_mode == "create":
+            create_schema(self.engine, routes, metadatas)
+        with self.engine.connect() as conn:
+            found = compare(conn, expected_tables(routes, metadatas))
+        return [d.describe() for d in found]
 
     def close(self) -> None:
         self.executor.shutdown()

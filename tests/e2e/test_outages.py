@@ -20,8 +20,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from outbox_app import default_registry
 from outbox_app.devtools.soak.processes import PrivateMariaDB
 from outbox_app.records import Status
+from outbox_app.schema import create_schema
 from tests.conftest import MYSQL_ADMIN_URL, fresh_mariadb_database
 from tests.e2e.helpers import Stack, effects, publish_many, status_counts, wait_status
 from tests.support import ROOT, TestBroker, unique_prefix, wait_for, worker_env
@@ -241,3 +243,24 @@ def test_a_topic_deleted_under_a_running_worker_is_created_again(stack: Stack) -
     log = worker.log()
     assert "had disappeared from the broker" in log, log[-3000:]
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_a_worker_on_tables_that_differ_exits_2_naming_the_difference(
+    broker: TestBroker,
+) -> None:
+    """A refusal too: no waiting will add the column. The worker says what differs and
+    how to fix it, before it touches the broker."""
+    url, drop = fresh_mariadb_database("outbox_schema")
+    try:
+        engine = create_engine(url)
+        create_schema(engine, default_registry.routes(), default_registry.metadata)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE agent_outbox DROP COLUMN traceparent"))
+        engine.dispose()
+        run = run_worker_until_exit(worker_env(url, broker, unique_prefix()))
+        out = run.stdout + run.stderr
+        assert run.returncode == 2, out[-3000:]
+        assert "table agent_outbox: column traceparent missing" in out, out[-3000:]
+        assert "outbox-app schema upgrade" in out and "Traceback" not in out, out[-3000:]
+    finally:
+        drop()
