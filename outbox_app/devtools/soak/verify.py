@@ -208,12 +208,15 @@ class Judge:
 
     def each_stream_committed_in_order(self) -> None:
         """Per ordered stream, the effects commit in the order its steps committed: an
-        effect whose step came before the previous effect's step is out of order."""
-        position: dict[int, int] = {}
-        for i, s in enumerate(x for x in self.committed if x.event_type == "soak.step"):
-            position[s.outbox_id] = i
+        effect whose step came before the previous effect's step is out of order.
+
+        A stream belongs to one producer thread, which commits its steps one after
+        another and numbers them as it goes, so a step's ``seq`` is its commit order. (The
+        ledger's list is not: a step whose commit raised is placed once the business row
+        says it committed, after steps that came later.)"""
+        seq = {s.outbox_id: int(s.value) for s in self.committed if s.event_type == "soak.step"}
         for stream, ids in self.snap.steps.items():
-            known = [position[i] for i in ids if i in position]
+            known = [seq[i] for i in ids if i in seq]
             if len(known) < len(ids):
                 self.violation(f"stream {stream}: effects of steps nobody committed")
             inversions = sum(1 for a, b in itertools.pairwise(known) if b < a)
