@@ -19,6 +19,7 @@ from outbox_app.errors import ConfigurationError
 ALL_SERVICES = "all"
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SCHEMA_MODES = ("create", "check")
+ROLES = ("relay", "consume")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -117,6 +118,14 @@ class Settings:
     )
     services: tuple[str, ...] = _setting(
         "OUTBOX_SERVICES", (ALL_SERVICES,), "services this worker owns (comma list or all)", _list
+    )
+    roles: tuple[str, ...] = _setting(
+        "OUTBOX_ROLES",
+        ROLES,
+        "what a worker does for its services: relay (outbox table to topic), consume "
+        "(topic to handlers), or both; scale each side with workers of its own",
+        _list,
+        shown="relay,consume",
     )
     handler_modules: tuple[str, ...] = _setting(
         "OUTBOX_HANDLER_MODULES",
@@ -262,6 +271,10 @@ class Settings:
             raise ConfigurationError(
                 "OUTBOX_TOPIC_PREFIX may hold letters, digits, '.', '_' and '-' only "
                 f"(got {self.topic_prefix!r})"
+            )
+        if not self.roles or set(self.roles) - set(ROLES):
+            raise ConfigurationError(
+                f"OUTBOX_ROLES must name relay, consume or both, got {','.join(self.roles)!r}"
             )
         if self.schema_mode not in SCHEMA_MODES:
             raise ConfigurationError(

@@ -4,10 +4,13 @@ their work in ``dev``, ``bench`` and ``soak``, imported only when one runs)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from outbox_app.errors import OutboxError
 from outbox_app.settings import Settings
+
+T = TypeVar("T", int, float)
 
 BROKER_HELP = (
     "kafka: Apache Kafka nodes started for the run (needs Java 17); tansu: the embedded broker"
@@ -37,9 +40,25 @@ def add_commands(sub: Any) -> None:
         default=2_000,
         help="business transactions in the write phase (default 2000)",
     )
-    p.add_argument("--live-rate", type=float, default=500.0, help="events/s in the live phase")
+    p.add_argument(
+        "--live-rate",
+        type=_numbers(float),
+        default=(500.0,),
+        metavar="N[,N..]",
+        help="events/s of the live phase (default 500); more rates: a p50/p99 each",
+    )
     p.add_argument("--live-seconds", type=float, default=30.0, help="length of the live phase")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--scale",
+        type=_numbers(int),
+        default=(),
+        metavar="N[,N..]",
+        help="drain again with N workers each (e.g. 2,4), beside the first drain",
+    )
+    p.add_argument(
+        "--partitions", type=int, default=4, help="partitions of the service topics (default 4)"
+    )
     p.add_argument("--database-url", help="default: a fresh MariaDB database on 127.0.0.1:3306")
     p.add_argument(
         "--broker",
@@ -114,20 +133,44 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_soak)
 
 
+def _numbers(kind: type[T]) -> Callable[[str], tuple[T, ...]]:
+    """A comma list of numbers, for argparse."""
+
+    def parse(raw: str) -> tuple[T, ...]:
+        try:
+            values = tuple(kind(part) for part in raw.split(",") if part.strip())  # type: ignore[call-arg]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected numbers such as 1,2,4, got {raw!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one number")
+        return values
+
+    return parse
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     from outbox_app.devtools.bench import BenchConfig, run_bench
     from outbox_app.devtools.kafka import java_available
 
-    if ns.n < 1 or ns.workers < 1 or ns.live_rate < 0 or ns.live_seconds < 0:
-        raise OutboxError("--n and --workers must be at least 1; rates and times not negative")
+    counts = (ns.workers, ns.partitions, *ns.scale)
+    if ns.n < 1 or min(counts) < 1 or min(ns.live_rate) < 0 or ns.live_seconds < 0:
+        raise OutboxError(
+            "--n, --workers, --scale and --partitions must be at least 1; rates and times "
+            "not negative"
+        )
     broker = ns.broker or ("kafka" if java_available() else "tansu")
     result = run_bench(
         BenchConfig(
             n=ns.n,
             write_tx=ns.write_tx,
-            live_rate=ns.live_rate,
+            live_rate=ns.live_rate[0],
+            more_live_rates=tuple(ns.live_rate[1:]),
             live_seconds=ns.live_seconds,
             workers=ns.workers,
+            scale=tuple(ns.scale),
+            partitions=ns.partitions,
             database_url=ns.database_url,
             broker=broker,
             broker_url=ns.broker_url,

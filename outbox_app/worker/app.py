@@ -123,8 +123,72 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
     )
     os.makedirs(os.path.dirname(datadir) or ".", exist_ok=True)
     kafka = KafkaAccess.from_settings(settings)
-    app = OutboxApp(
-        app_id,
+    app = OutboxApp(app_id, **faust_options(settings, kafka, datadir))
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    runtime = app.runtime = Runtime(settings, registry, services)
+
+    app.kafka = kafka
+    app.topic_admin = TopicAdmin(kafka)
+    app.topic_plan = TopicPlan(
+        sorted(runtime.topics.values()), settings.topic_partitions, settings.topic_replication
+    )
+    guard = app.topic_guard = TopicGuard(
+        app.topic_admin, app.topic_plan, settings.topic_recheck_interval
+    )
+
+    # After a failed send the relay checks its topics before sending again (topics.py).
+    publish = BatchProducer(
+        lambda: aiokafka_producer(app),
+        before_send=guard.check,
+        on_failure=guard.suspect,
+    )
+
+    for service in services:
+        if "consume" in settings.roles:
+            consume(app, runtime, service)
+        if "relay" in settings.roles:
+            relay = Relay(runtime, service, publish)
+            app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
+    if "consume" not in settings.roles:
+        # Faust's mode for an app without agents: web view, producer and timers, no
+        # consumer (which would subscribe to no topic, and aiokafka refuses that).
+        app.producer_only = True
+
+    maintenance = Maintenance(runtime)
+    if maintenance.enabled:
+        app.timer(settings.maintenance_interval, name="outbox.maintenance")(maintenance.tick)
+
+    from outbox_app.ops.web.views import install as install_web
+
+    install_web(app, runtime)
+    return app
+
+
+def consume(app: OutboxApp, runtime: Runtime, service: str) -> None:
+    """The consumer agent of one service."""
+    settings = runtime.settings
+    topic = app.topic(
+        runtime.topics[service],
+        partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    consumer = ServiceConsumer(runtime, service)
+    # One actor per partition: partitions are consumed in parallel (one database
+    # transaction each at a time), and a key, which keeps its partition, keeps its order.
+    app.agent(
+        topic,
+        name=f"outbox.consume.{service}",
+        isolated_partitions=True,
+        supervisor_strategy=AgentSupervisor,  # see supervisor.py
+    )(
+        consumer.agent  # type: ignore[arg-type]
+    )
+
+
+def faust_options(settings: Settings, kafka: KafkaAccess, datadir: str) -> dict[str, Any]:
+    """The Faust settings of a worker (the bench's empty-agent ceiling uses them too)."""
+    return dict(
         broker=settings.broker_url,
         broker_credentials=kafka.faust_credentials(),
         autodiscover=False,
@@ -153,51 +217,3 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         PartitionAssignor=OutboxAssignor,  # see assignor.py
         logging_config=None,
     )
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    runtime = app.runtime = Runtime(settings, registry, services)
-
-    app.kafka = kafka
-    app.topic_admin = TopicAdmin(kafka)
-    app.topic_plan = TopicPlan(
-        sorted(runtime.topics.values()), settings.topic_partitions, settings.topic_replication
-    )
-    guard = app.topic_guard = TopicGuard(
-        app.topic_admin, app.topic_plan, settings.topic_recheck_interval
-    )
-
-    # After a failed send the relay checks its topics before sending again (topics.py).
-    publish = BatchProducer(
-        lambda: aiokafka_producer(app),
-        before_send=guard.check,
-        on_failure=guard.suspect,
-    )
-
-    for service in services:
-        topic = app.topic(
-            runtime.topics[service],
-            partitions=settings.topic_partitions,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        consumer = ServiceConsumer(runtime, service)
-        # One actor per partition: partitions are consumed in parallel (one database
-        # transaction each at a time), and a key, which keeps its partition, keeps its order.
-        app.agent(
-            topic,
-            name=f"outbox.consume.{service}",
-            isolated_partitions=True,
-            supervisor_strategy=AgentSupervisor,  # see supervisor.py
-        )(
-            consumer.agent  # type: ignore[arg-type]
-        )
-        relay = Relay(runtime, service, publish)
-        app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
-
-    maintenance = Maintenance(runtime)
-    if maintenance.enabled:
-        app.timer(settings.maintenance_interval, name="outbox.maintenance")(maintenance.tick)
-
-    from outbox_app.ops.web.views import install as install_web
-
-    install_web(app, runtime)
-    return app

@@ -72,7 +72,12 @@ class Runtime:
                 delay = min(delay * 2, 10.0)
         if differences:
             raise SchemaMismatch(where, differences)
-        log.info("outbox: schema ready on %s for services %s", where, ", ".join(self.services))
+        log.info(
+            "outbox: schema ready on %s for services %s (roles %s)",
+            where,
+            ", ".join(self.services),
+            ",".join(self.settings.roles),
+        )
         self.ready.set()
 
     def _prepare_schema(self) -> list[str]:

@@ -12,11 +12,13 @@ from pathlib import Path
 from tests.support import ROOT, TEST_BROKER
 
 LINE = re.compile(
-    r"^BENCH n=2000 workers=1 broker=(kafka|tansu) write_tps=\d+ drain_eps=\d+ drain_vs_limit=\d+\.\d\d "
-    r"live_rate=[\d.]+ p50_ms=[\d.]+ p95_ms=[\d.]+ p99_ms=[\d.]+ max_ms=[\d.]+ "
-    r"start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+ "
+    r"^BENCH n=2000 workers=1 partitions=4 broker=(kafka|tansu) write_tps=\d+ drain_eps=\d+ "
+    r"drain_vs_limit=\d+\.\d\d live_rate=[\d.]+ p50_ms=[\d.]+ p95_ms=[\d.]+ p99_ms=[\d.]+ "
+    r"max_ms=[\d.]+ start_s=[\d.]+ lost=0 doubled=0 kafka_limit_eps=\d+ db_limit_eps=\d+ "
+    r"faust_limit_eps=\d+ drain_vs_faust=\d+\.\d\d cpu_us_per_event=\d+ "
+    r"db_round_trips_per_event=\d+\.\d\d load_cpu_share=\d+\.\d\d "
     r"ordered_drain_eps=\d+ ordered_10_keys_drain_eps=\d+ ordered_p50_ms=[\d.]+ "
-    r"ordered_p99_ms=[\d.]+$"
+    r"ordered_p99_ms=[\d.]+( [a-z0-9_]+=[\w.,:-]+)*$"
 )
 
 

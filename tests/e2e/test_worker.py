@@ -332,3 +332,25 @@ def test_webhook_down_for_a_while_then_every_notification_arrives(stack: Stack) 
         store = stack.store("notification")
         row = store.get(ids[0])
         assert row is not None and row.retry_count >= 1 and row.last_error is None
+
+
+def test_a_relay_only_worker_and_a_consume_only_worker_share_a_service(stack: Stack) -> None:
+    """OUTBOX_ROLES splits a service's two sides: one worker relays, another consumes."""
+    ids = publish_many(stack.engine, [("flaky.ok", {"i": i}, f"k{i % 7}") for i in range(200)])
+    relay = stack.worker("flaky", OUTBOX_ROLES="relay")
+    # Relayed and nobody consumes: every row waits as published.
+    wait_for(
+        lambda: status_counts(stack.engine, "flaky") == {"published": 200},
+        90,
+        "the relay-only worker to publish everything",
+        interval=0.2,
+    )
+    consume = stack.worker("flaky", OUTBOX_ROLES="consume")
+    try:
+        wait_for(lambda: all_consumed(stack.engine, "flaky", 200), 120, "all consumed")
+    except AssertionError:
+        print(status_counts(stack.engine, "flaky"), stack.logs())
+        raise
+    assert all(len(effects(stack.engine, i)) == 1 for i in ids)
+    assert "relay flaky started" in relay.log() and "(roles relay)" in relay.log()
+    assert "relay flaky started" not in consume.log() and "(roles consume)" in consume.log()

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,8 +19,11 @@ from sqlalchemy import Engine, text
 from outbox_app.devtools.bench.config import KEYS, Progress, chat
 
 
-async def kafka_limit(bootstrap: str, n: int, progress: Progress, partitions: int = 4) -> float:
-    """Raw aiokafka: produce n envelope-sized records and consume them, pipelined."""
+async def kafka_limit(
+    bootstrap: str, n: int, progress: Progress, partitions: int = 4
+) -> tuple[float, str]:
+    """Raw aiokafka: produce n envelope-sized records and consume them, pipelined; the
+    events/s and the topic (which ``faust_limit`` reads again)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -55,10 +62,26 @@ async def kafka_limit(bootstrap: str, n: int, progress: Progress, partitions: in
             received += sum(len(v) for v in batch.values())
             progress.update("limits", received, n)
         await sending
-        return n / (time.monotonic() - started)
+        return n / (time.monotonic() - started), topic
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+def faust_limit(topic: str, n: int, env: dict[str, str], timeout: float) -> float:
+    """The empty Faust agent of ``faust_limit.py`` on the records of ``kafka_limit``."""
+    run = subprocess.run(
+        [sys.executable, "-m", "outbox_app.devtools.bench.faust_limit", topic, str(n)],
+        env={**os.environ, **env, "OUTBOX_WEB_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    # Faust sends a worker's stdout to its log: the line may come on either stream.
+    found = re.search(r"FAUST_LIMIT eps=([\d.]+)", run.stdout + run.stderr)
+    if found is not None:
+        return float(found.group(1))
+    raise RuntimeError(f"bench: the empty Faust agent failed: {run.stderr[-2000:]}")
 
 
 def db_limit(engine: Engine, n: int, progress: Progress, batch: int = 500) -> float:

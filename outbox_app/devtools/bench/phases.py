@@ -5,9 +5,12 @@ applied twice."""
 
 from __future__ import annotations
 
+import math
 import statistics
+import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +20,9 @@ from sqlalchemy.orm import Session
 
 from outbox_app.clock import utcnow
 from outbox_app.devtools.bench.config import EVENT, KEYS, SERVICE, Progress, chat
+from outbox_app.devtools.bench.legs import LegProbe, Legs
+from outbox_app.devtools.bench.load import LoadJob
+from outbox_app.devtools.bench.measure import DrainCost
 from outbox_app.devtools.bench.workers import Workers
 from outbox_app.publish import publish
 from outbox_app.registry import Registry
@@ -28,6 +34,8 @@ class Live:
     latencies_ms: list[float] = field(default_factory=list)
     relay_p50_ms: float = 0.0  # business commit to acked and marked published
     rate: float = 0.0  # events/s actually committed
+    load_cpu_share: float = 0.0  # the load generator's CPU, of one core
+    legs: Legs = field(default_factory=Legs)
 
 
 class Outbox:
@@ -49,6 +57,7 @@ class Outbox:
         self.progress = progress
         self.service, self.event_type, self.keys, self.effects = service, event_type, keys, effects
         self.table = outbox_table(registry.route(service))
+        self.topic = registry.route(service).topic
 
     def with_keys(self, keys: int) -> Outbox:
         """The same service, its events spread over ``keys`` keys."""
@@ -152,7 +161,7 @@ class Outbox:
         # the write phase's rows go through too before the drain starts
         workers.wait(lambda: self.live_rows() == 0, "the write phase's rows")
 
-    def drain(self, n: int, workers: Workers) -> float:
+    def drain(self, n: int, workers: Workers, cost: DrainCost | None = None) -> float:
         """A backlog of n rows, held back by a future due time and then released at once,
         so the figure is the workers' throughput from first claim to last consumed."""
         ids: list[int] = []
@@ -170,6 +179,8 @@ class Outbox:
                 .where(t.c.id.between(lo, hi), t.c.status == "pending")
                 .values(next_retry_at=released_at)
             )
+        if cost is not None:
+            cost.start()
 
         def drained() -> bool:
             done = self.finished(lo, hi)
@@ -177,6 +188,8 @@ class Outbox:
             return done >= n
 
         workers.wait(drained, "the backlog to drain")
+        if cost is not None:
+            cost.stop(n)
         with self.engine.connect() as conn:
             last = conn.execute(
                 select(func.max(t.c.consumed_at)).where(t.c.id.between(lo, hi))
@@ -184,47 +197,43 @@ class Outbox:
         elapsed: float = (last - released_at).total_seconds()
         return n / max(elapsed, 1e-6)
 
-    def live(self, rate: float, seconds: float, workers: Workers) -> Live:
-        """A steady rate of single-event business transactions; latency per event from
-        its commit to its handler's commit (consumed_at, same clock)."""
+    def live(
+        self, rate: float, seconds: float, workers: Workers, bootstrap: str | None = None
+    ) -> Live:
+        """A steady rate of single-event business transactions from a load generator
+        process of its own; latency per event from its commit to its handler's commit
+        (consumed_at, same clock)."""
         out = Live()
         if rate <= 0 or seconds <= 0:
             return out
-        committed: dict[int, float] = {}
-        lock = threading.Lock()
-        producers = 2
-        stop_at = time.monotonic() + seconds
+        url = self.engine.url.render_as_string(hide_password=False)
+        path = workers.tmp / f"load-{uuid.uuid4().hex[:6]}.tsv"
+        # A thread per 50 events/s: each waits for its own commits (a business service
+        # handles its requests concurrently too).
+        threads = max(2, min(64, math.ceil(rate / 50)))
+        job = LoadJob(url, self.event_type, self.keys, rate, seconds, str(path), threads)
+        probe = LegProbe(bootstrap, self.topic) if bootstrap else None
+        if probe is not None:
+            probe.__enter__()
+        proc = subprocess.Popen(job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started = time.monotonic()
+        while proc.poll() is None:
+            self.progress.update("live", min(seconds, time.monotonic() - started), seconds)
+            try:
+                proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started > seconds + workers.timeout:
+                    proc.kill()
+                    raise TimeoutError("bench: the load generator did not finish") from None
+        stdout, stderr = (s.decode(errors="replace") for s in proc.communicate())
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench: the load generator failed: {stderr[-2000:]}")
+        figures = dict(kv.split("=") for kv in stdout.split()[1:] if "=" in kv)
+        out.load_cpu_share = float(figures["cpu_s"]) / max(float(figures["wall_s"]), 1e-6)
+        committed = {
+            int(i): float(t) for i, t in (ln.split("\t") for ln in path.read_text().splitlines())
+        }
         engine = self.engine
-
-        def produce(offset: int) -> None:
-            per = rate / producers
-            begun, sent = time.monotonic(), 0
-            while (now := time.monotonic()) < stop_at:
-                wait = begun + sent / per - now
-                if wait > 0:
-                    time.sleep(wait)  # pacing: sleep until this thread's next event is due
-                    continue
-                payload = self.payload(offset + sent)
-                with Session(engine) as session, session.begin():
-                    row_id = publish(
-                        session,
-                        self.event_type,
-                        payload,
-                        key=payload["conversation_id"],
-                        registry=self.registry,
-                    )
-                with lock:
-                    committed[row_id] = time.time()
-                sent += 1
-
-        threads = [threading.Thread(target=produce, args=(i * 10**7,)) for i in range(producers)]
-        for th in threads:
-            th.start()
-        while any(th.is_alive() for th in threads):
-            self.progress.update("live", seconds - max(0.0, stop_at - time.monotonic()), seconds)
-            time.sleep(0.2)
-        for th in threads:
-            th.join()
         ids = sorted(committed)
         workers.wait(lambda: self.finished(ids[0], ids[-1]) >= len(ids), "the live events")
         t = self.table
@@ -235,6 +244,9 @@ class Outbox:
                 )
             ).all()
         relay_ms = []
+        if probe is not None:
+            probe.__exit__()
+            out.legs = legs(committed, probe.seen, rows)
         for row_id, published_at, consumed_at in rows:
             if row_id in committed and consumed_at is not None:
                 commit = datetime.fromtimestamp(committed[row_id], UTC).replace(tzinfo=None)
@@ -264,3 +276,17 @@ class Outbox:
                 )
             ).scalar_one()
         return int(lost), int(doubled)
+
+
+def legs(committed: dict[int, float], seen: dict[int, tuple[float, float]], rows: Any) -> Legs:
+    out = Legs()
+    for row_id, _, consumed_at in rows:
+        commit, probe = committed.get(row_id), seen.get(row_id)
+        if commit is None or probe is None or consumed_at is None:
+            continue
+        sent, received = probe
+        done = consumed_at.replace(tzinfo=UTC).timestamp()
+        out.relay_ms.append((sent - commit) * 1000.0)
+        out.broker_ms.append((received - sent) * 1000.0)
+        out.consume_ms.append((done - sent) * 1000.0)
+    return out

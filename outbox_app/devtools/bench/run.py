@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from outbox_app.database import make_engine
@@ -27,10 +27,11 @@ from outbox_app.devtools.bench.config import (
     Progress,
 )
 from outbox_app.devtools.bench.handlers import ORDERED_EVENT, ORDERED_SERVICE
-from outbox_app.devtools.bench.limits import db_limit, kafka_limit
+from outbox_app.devtools.bench.limits import db_limit, faust_limit, kafka_limit
+from outbox_app.devtools.bench.measure import DrainCost, OwnStatements
 from outbox_app.devtools.bench.phases import Outbox
 from outbox_app.devtools.bench.workers import Workers
-from outbox_app.registry import default_registry
+from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema
 
 DEFAULT_MYSQL = "mysql+mysqldb://root@127.0.0.1:3306/"
@@ -90,21 +91,22 @@ def run(cfg: BenchConfig) -> BenchResult:
     progress = Progress()
     tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     broker_name = "url" if cfg.broker_url else cfg.broker
-    result = BenchResult(n=cfg.n, workers=cfg.workers, broker=broker_name, live_rate=cfg.live_rate)
+    result = BenchResult(
+        n=cfg.n,
+        workers=cfg.workers,
+        broker=broker_name,
+        live_rate=cfg.live_rate,
+        partitions=cfg.partitions,
+    )
     workers = Workers(tmp, cfg.timeout)
     with bench_database(cfg.database_url) as url, bench_broker(cfg, tmp) as (broker_url, env):
+        env = {**env, "OUTBOX_TOPIC_PARTITIONS": str(cfg.partitions)}
         engine = make_engine(url, pool_size=8)
+        own = OwnStatements(engine)
         try:
             create_schema(engine, registry.routes(), registry.metadata)
             outbox = Outbox(engine, registry, progress)
-            bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
-            result.kafka_limit_eps = asyncio.run(kafka_limit(bootstrap, cfg.n, progress))
-            result.db_limit_eps = db_limit(engine, cfg.n, progress)
-            progress.done(
-                "limits",
-                f"kafka {result.kafka_limit_eps:.0f} msg/s, "
-                f"database {result.db_limit_eps:.0f} rows/s",
-            )
+            limits(cfg, result, engine, broker_url, env, progress)
             result.write_tps = outbox.write(cfg.write_tx)
             progress.done("write", f"{result.write_tps:.0f} business tx/s via publish()")
             started = time.monotonic()
@@ -112,55 +114,146 @@ def run(cfg: BenchConfig) -> BenchResult:
             outbox.first_event(workers)
             result.start_s = time.monotonic() - started
             progress.done("start", f"first event consumed {result.start_s:.1f}s after start")
-            result.drain_eps = outbox.drain(cfg.n, workers)
+            cost = DrainCost(engine, own, workers.pids)
+            result.drain_eps = outbox.drain(cfg.n, workers, cost)
+            result.cpu_us_per_event = cost.cpu_us_per_event
+            result.db_round_trips_per_event = cost.round_trips_per_event
             limit = min(result.kafka_limit_eps, result.db_limit_eps)
             result.drain_vs_limit = result.drain_eps / limit if limit else 0.0
+            faust = result.faust_limit_eps
+            result.drain_vs_faust = result.drain_eps / faust if faust else 0.0
             progress.done(
-                "drain", f"{result.drain_eps:.0f} events/s ({result.drain_vs_limit:.2f} of limit)"
+                "drain",
+                f"{result.drain_eps:.0f} events/s ({result.drain_vs_faust:.2f} of the empty "
+                f"agent), {result.cpu_us_per_event:.0f} us CPU and "
+                f"{result.db_round_trips_per_event:.2f} statements per event",
             )
-            live = outbox.live(cfg.live_rate, cfg.live_seconds, workers)
-            if live.latencies_ms:
-                qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
-                result.p50_ms, result.p95_ms, result.p99_ms = qs[49], qs[94], qs[98]
-                result.max_ms = max(live.latencies_ms)
-                result.live_rate = live.rate
-            result.extra["live_relay_p50_ms"] = round(live.relay_p50_ms, 1)
-            progress.done(
-                "live",
-                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms "
-                f"(commit to acked and marked published: p50 {live.relay_p50_ms:.1f} ms)",
-            )
-            ordered = Outbox(
+            bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
+            live_phases(cfg, result, outbox, workers, progress, bootstrap)
+            ordered_phases(cfg, result, engine, registry, workers, progress)
+            scale_phases(cfg, result, outbox, workers, url, env, progress)
+            lost, doubled = outbox.verify()
+            o_lost, o_doubled = Outbox(
                 engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
                 effects="bench_ordered_effects",
-            )  # fmt: skip
-            many, few = (ordered.with_keys(k) for k in ORDERED_KEYS)
-            result.ordered_drain_eps = many.drain(cfg.n, workers)
-            result.ordered_10_keys_drain_eps = few.drain(cfg.n, workers)
-            share = result.ordered_drain_eps / result.drain_eps if result.drain_eps else 0.0
-            result.extra["ordered_vs_unordered"] = round(share, 2)
-            progress.done(
-                "ordered",
-                f"drain {result.ordered_drain_eps:.0f} events/s over {ORDERED_KEYS[0]} keys "
-                f"({share:.2f} of unordered), {result.ordered_10_keys_drain_eps:.0f} over "
-                f"{ORDERED_KEYS[1]} keys",
-            )
-            live = many.live(cfg.live_rate, cfg.live_seconds, workers)
-            if live.latencies_ms:
-                qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
-                result.ordered_p50_ms, result.ordered_p99_ms = qs[49], qs[98]
-            progress.done(
-                "ordered",
-                f"live p50 {result.ordered_p50_ms:.1f} ms, p99 {result.ordered_p99_ms:.1f} ms",
-            )
-            lost, doubled = outbox.verify()
-            o_lost, o_doubled = ordered.verify()
+            ).verify()  # fmt: skip
             result.lost, result.doubled = lost + o_lost, doubled + o_doubled
         finally:
             workers.stop()
             engine.dispose()
     shutil.rmtree(tmp, ignore_errors=True)  # kept when a phase failed: worker logs
     return result
+
+
+def limits(
+    cfg: BenchConfig,
+    result: BenchResult,
+    engine: Engine,
+    broker_url: str,
+    env: dict[str, str],
+    progress: Progress,
+) -> None:
+    """The ceilings, measured before the outbox runs: raw Kafka, the empty Faust agent on
+    the same records, raw database commits."""
+    bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
+    result.kafka_limit_eps, topic = asyncio.run(
+        kafka_limit(bootstrap, cfg.n, progress, cfg.partitions)
+    )
+    result.faust_limit_eps = faust_limit(topic, cfg.n, env, cfg.timeout)
+    result.db_limit_eps = db_limit(engine, cfg.n, progress)
+    progress.done(
+        "limits",
+        f"kafka {result.kafka_limit_eps:.0f} msg/s, empty Faust agent "
+        f"{result.faust_limit_eps:.0f} events/s, database {result.db_limit_eps:.0f} rows/s",
+    )
+
+
+def live_phases(
+    cfg: BenchConfig,
+    result: BenchResult,
+    outbox: Outbox,
+    workers: Workers,
+    progress: Progress,
+    bootstrap: str,
+) -> None:
+    for k, rate in enumerate((cfg.live_rate, *cfg.more_live_rates)):
+        live = outbox.live(rate, cfg.live_seconds, workers, bootstrap)
+        if not live.latencies_ms:
+            continue
+        qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
+        if k == 0:
+            result.p50_ms, result.p95_ms, result.p99_ms = qs[49], qs[94], qs[98]
+            result.max_ms = max(live.latencies_ms)
+            result.live_rate = live.rate
+            result.load_cpu_share = round(live.load_cpu_share, 2)
+            result.extra["live_relay_p50_ms"] = round(live.relay_p50_ms, 1)
+            result.extra.update(live.legs.medians())
+        else:
+            tag = f"{rate:g}"
+            result.extra[f"p50_ms_at_{tag}"] = round(qs[49], 1)
+            result.extra[f"p99_ms_at_{tag}"] = round(qs[98], 1)
+            result.extra[f"load_cpu_share_at_{tag}"] = round(live.load_cpu_share, 2)
+        progress.done(
+            "live",
+            f"{live.rate:.0f} events/s: p50 {qs[49]:.1f} ms, p99 {qs[98]:.1f} ms (commit to "
+            f"acked and marked published: p50 {live.relay_p50_ms:.1f} ms; load generator "
+            f"{live.load_cpu_share:.2f} of a core) {live.legs.medians()}",
+        )
+
+
+def ordered_phases(
+    cfg: BenchConfig,
+    result: BenchResult,
+    engine: Engine,
+    registry: Registry,
+    workers: Workers,
+    progress: Progress,
+) -> None:
+    ordered = Outbox(
+        engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
+        effects="bench_ordered_effects",
+    )  # fmt: skip
+    many, few = (ordered.with_keys(k) for k in ORDERED_KEYS)
+    result.ordered_drain_eps = many.drain(cfg.n, workers)
+    result.ordered_10_keys_drain_eps = few.drain(cfg.n, workers)
+    share = result.ordered_drain_eps / result.drain_eps if result.drain_eps else 0.0
+    result.extra["ordered_vs_unordered"] = round(share, 2)
+    progress.done(
+        "ordered",
+        f"drain {result.ordered_drain_eps:.0f} events/s over {ORDERED_KEYS[0]} keys "
+        f"({share:.2f} of unordered), {result.ordered_10_keys_drain_eps:.0f} over "
+        f"{ORDERED_KEYS[1]} keys",
+    )
+    live = many.live(cfg.live_rate, cfg.live_seconds, workers)
+    if live.latencies_ms:
+        qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
+        result.ordered_p50_ms, result.ordered_p99_ms = qs[49], qs[98]
+    progress.done(
+        "ordered",
+        f"live p50 {result.ordered_p50_ms:.1f} ms, p99 {result.ordered_p99_ms:.1f} ms",
+    )
+
+
+def scale_phases(
+    cfg: BenchConfig,
+    result: BenchResult,
+    outbox: Outbox,
+    workers: Workers,
+    url: str,
+    env: dict[str, str],
+    progress: Progress,
+) -> None:
+    """The drain again with other worker counts (same group, same topic), against the
+    first count's drain of this run."""
+    for count in cfg.scale:
+        workers.stop()
+        workers.start(count, url, env)
+        outbox.first_event(workers)
+        eps = outbox.drain(cfg.n, workers)
+        ratio = eps / result.drain_eps if result.drain_eps else 0.0
+        result.extra[f"drain_eps_w{count}"] = round(eps)
+        result.extra[f"scale_w{count}"] = round(ratio, 2)
+        progress.done("scale", f"{count} workers: {eps:.0f} events/s ({ratio:.2f}x)")
 
 
 def run_bench(config: BenchConfig) -> BenchResult:

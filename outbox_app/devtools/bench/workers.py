@@ -22,10 +22,19 @@ class Workers:
         self.tmp = tmp
         self.timeout = timeout
         self.procs: list[subprocess.Popen[bytes]] = []
+        # One consumer group for every start: workers started again go on from its offsets.
+        self.app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
+        self._started = 0
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def start(self, count: int, database_url: str, broker_env: dict[str, str]) -> None:
-        app_id = f"outbox-bench-{uuid.uuid4().hex[:6]}"
-        for k in range(count):
+        app_id = self.app_id
+        for _ in range(count):
+            k = self._started
+            self._started += 1
             env = dict(os.environ)  # OUTBOX_* tuning passes through; these are the bench's
             env.update(
                 OUTBOX_DATABASE_URL=database_url,
@@ -70,3 +79,4 @@ class Workers:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.procs = []
