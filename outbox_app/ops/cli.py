@@ -16,7 +16,7 @@ from outbox_app.settings import Settings
 
 # Options whose value may start with "-" (argparse would take "-5s" for an option and
 # answer "expected one argument"): joined to their value, so the value's own check speaks.
-VALUE_OPTIONS = ("--older-than", "--offset", "--limit", "--id", "--batch")
+VALUE_OPTIONS = ("--older-than", "--offset", "--limit", "--id", "--batch", "--signature")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Operator commands: stats, dead letters (list, show, requeue), purge.
+"""Operator commands: stats, dead letters (list, show, groups, requeue, skip), blocked, purge.
 
 Human tables by default, ``--json`` for scripts (the same documents as the web view's
 JSON endpoints). Bad input exits 2 with ``outbox-app: error: ...``; a row that does
@@ -8,14 +8,19 @@ not exist exits 1; a database that cannot be reached exits 1.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from outbox_app.errors import OutboxError
+from outbox_app.ops import formatting as fmt
+from outbox_app.ops.cli_support import exits_cleanly as _exits_cleanly
+from outbox_app.ops.cli_support import fail as _fail
+from outbox_app.ops.cli_support import operator_context
+from outbox_app.ops.cli_support import print_json as _print_json
 from outbox_app.ops.operations import (
+    DEAD_SCAN,
+    MAX_GROUPS,
     MAX_IDS,
     MAX_OFFSET,
     MAX_PAGE,
@@ -25,15 +30,13 @@ from outbox_app.ops.operations import (
 )
 from outbox_app.settings import Settings, parse_duration
 
-Command = Callable[[argparse.Namespace], int]
-
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("stats", help="rows per service and status")
     p.add_argument("--json", action="store_true", help="the JSON document of /outbox/stats/")
     p.set_defaults(func=cmd_stats)
 
-    dead = sub.add_parser("dead", help="dead letters: list, show, requeue")
+    dead = sub.add_parser("dead", help="dead letters: list, show, groups, requeue, skip")
     actions = dead.add_subparsers(metavar="action", required=True)
 
     p = actions.add_parser("list", help="dead letters of a service, newest first")
@@ -49,6 +52,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id", type=_bounded(1, 2**63 - 1), help="outbox id")
     _json_arg(p)
     p.set_defaults(func=cmd_dead_show)
+
+    p = actions.add_parser("groups", help="dead letters grouped by failure signature")
+    _service_arg(p)
+    p.add_argument(
+        "--limit", type=_bounded(1, MAX_GROUPS), default=100, help="groups (default 100)"
+    )
+    _json_arg(p)
+    p.set_defaults(func=cmd_dead_groups)
 
     p = actions.add_parser("requeue", help="dead -> pending with a fresh attempt budget")
     _requeue_args(p)
@@ -110,6 +121,11 @@ def _requeue_args(p: argparse.ArgumentParser) -> None:
     )
     which.add_argument("--all", action="store_true", help="every dead row of the service")
     which.add_argument("--event-type", help="every dead row of this event type")
+    which.add_argument(
+        "--signature",
+        help=f"the dead rows of one failure signature (see `dead groups`; among the newest "
+        f"{DEAD_SCAN} dead rows)",
+    )
     _json_arg(p)
     p.set_defaults(func=cmd_requeue)
 
@@ -137,73 +153,6 @@ def _duration(raw: str) -> float:
     return seconds
 
 
-# -- context -----------------------------------------------------------------------------
-def operator_context(*services: str) -> Operations:
-    """Operations on the ``OUTBOX_*`` database; services are checked before connecting."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from outbox_app.registry import default_registry
-
-    settings = Settings.from_env()
-    default_registry.load_modules(settings.handler_modules)
-    for service in services:
-        default_registry.route(service)  # UnknownService lists the known ones
-    try:
-        return Operations.from_env(settings)
-    except SQLAlchemyError as exc:
-        raise DatabaseError(settings, exc) from None
-
-
-class DatabaseError(Exception):
-    def __init__(self, settings: Settings, exc: Exception) -> None:
-        # The masked URL only: the driver's message never carries the password.
-        orig = getattr(exc, "orig", None) or exc
-        super().__init__(f"database {settings.safe_database_url}: {type(orig).__name__}: {orig}")
-
-
-def _exits_cleanly(func: Command) -> Command:
-    """Database trouble is exit 1 with one line, not a traceback."""
-
-    @functools.wraps(func)
-    def run(ns: argparse.Namespace) -> int:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            return func(ns)
-        except DatabaseError as exc:
-            return _fail(str(exc), 1)
-        except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            where = Settings.from_env().safe_database_url
-            if missing_table(orig):
-                return _fail(
-                    f"the outbox tables are not in {where} ({orig}): the workers create them "
-                    "at start-up; is OUTBOX_DATABASE_URL the right database?",
-                    1,
-                )
-            # The masked URL only: the driver's message never carries the password.
-            return _fail(f"database {where}: {type(orig).__name__}: {orig}", 1)
-
-    return run
-
-
-def missing_table(orig: BaseException) -> bool:
-    code = getattr(orig, "args", (None,))[0]
-    return code == MYSQL_NO_SUCH_TABLE or "no such table" in str(orig)
-
-
-MYSQL_NO_SUCH_TABLE = 1146
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"outbox-app: error: {message}", file=sys.stderr)
-    return code
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, default=str))
-
-
 # -- commands ----------------------------------------------------------------------------
 @_exits_cleanly
 def cmd_stats(ns: argparse.Namespace) -> int:
@@ -213,10 +162,12 @@ def cmd_stats(ns: argparse.Namespace) -> int:
         _print_json(doc)
         return 0
     rows = [
-        [name, c["pending"], c["published"], c["consumed"], c["dead"], _age(c)]
+        [name, c["pending"], c["published"], c["consumed"], c["dead"], fmt.age(c)]
         for name, c in doc["services"].items()
     ]
-    print(_table(["service", "pending", "published", "consumed", "dead", "oldest pending"], rows))
+    print(
+        fmt.table(["service", "pending", "published", "consumed", "dead", "oldest pending"], rows)
+    )
     return 0
 
 
@@ -237,11 +188,11 @@ def cmd_dead_list(ns: argparse.Namespace) -> int:
             d["key"] or "-",
             f"{d['attempts']}/{d['max_retry']}",
             d["updated_at"],
-            _one_line(d["last_error"], 70),
+            fmt.one_line(d["last_error"], 70),
         ]
         for d in doc["items"]
     ]
-    print(_table(["id", "event type", "key", "attempts", "died at (UTC)", "last error"], rows))
+    print(fmt.table(["id", "event type", "key", "attempts", "died at (UTC)", "last error"], rows))
     if doc["next_offset"] is not None:
         print(f"\nmore: --offset {doc['next_offset']}")
     return 0
@@ -268,8 +219,44 @@ def cmd_dead_show(ns: argparse.Namespace) -> int:
 
 
 @_exits_cleanly
+def cmd_dead_groups(ns: argparse.Namespace) -> int:
+    ops = operator_context(ns.service)
+    doc = ops.dead_groups(ns.service, ns.limit)
+    if ns.json:
+        _print_json(doc)
+        return 0
+    if not doc["groups"]:
+        print(f"no dead letters in service {ns.service}")
+        return 0
+    rows = [
+        [
+            g["count"],
+            ", ".join(g["event_types"]),
+            g["last_seen"],
+            g["sample"]["id"],
+            fmt.one_line(g["signature"], 90),
+        ]
+        for g in doc["groups"]
+    ]
+    print(fmt.table(["dead", "event types", "last died (UTC)", "sample id", "signature"], rows))
+    print(_scan_note(doc))
+    if doc["group_count"] > len(doc["groups"]):
+        print(f"showing {len(doc['groups'])} of {doc['group_count']} groups: --limit N for more")
+    print(f'requeue one group: outbox-app dead requeue --service {ns.service} --signature "..."')
+    return 0
+
+
+def _scan_note(doc: dict[str, Any]) -> str:
+    if doc["scan_cut"]:
+        return f"\nscanned the newest {doc['scanned']} dead rows only (more are dead)"
+    return f"\nscanned all {doc['scanned']} dead row(s)"
+
+
+@_exits_cleanly
 def cmd_requeue(ns: argparse.Namespace) -> int:
     ops = operator_context(ns.service)
+    if ns.signature is not None:
+        return _requeue_signature(ops, ns)
     if ns.ids is not None and len(ns.ids) > MAX_IDS:
         raise OutboxError(f"at most {MAX_IDS} ids per requeue, got {len(ns.ids)}")
     doc = ops.requeue_document(ns.service, ns.ids, ns.event_type)
@@ -278,13 +265,24 @@ def cmd_requeue(ns: argparse.Namespace) -> int:
         _print_json(doc)
         return 1 if unknown else 0
     print(f"requeued {doc['count']} dead row(s) of service {ns.service}", end="")
-    print(f": {_ids(doc['requeued'])}" if doc["requeued"] else "")
+    print(f": {fmt.ids(doc['requeued'])}" if doc["requeued"] else "")
     not_dead = doc.get("not_dead") or {}
     if not_dead:
         left = ", ".join(f"{i} ({status})" for i, status in not_dead.items())
         print(f"not dead, left alone: {left}")
     if unknown:
-        return _fail(f"no outbox row {_ids(unknown)} in service {ns.service!r}", 1)
+        return _fail(f"no outbox row {fmt.ids(unknown)} in service {ns.service!r}", 1)
+    return 0
+
+
+def _requeue_signature(ops: Operations, ns: argparse.Namespace) -> int:
+    doc = ops.requeue_signature_document(ns.service, ns.signature)
+    if ns.json:
+        _print_json(doc)
+        return 0
+    print(f"requeued {doc['count']} dead row(s) of service {ns.service}", end="")
+    print(f": {fmt.ids(doc['requeued'])}" if doc["requeued"] else " (none has this signature)")
+    print(_scan_note(doc).strip())
     return 0
 
 
@@ -297,12 +295,12 @@ def cmd_skip(ns: argparse.Namespace) -> int:
         _print_json(doc)
         return 1 if unknown else 0
     print(f"skipped {doc['count']} dead row(s) of service {ns.service}", end="")
-    print(f": {_ids(doc['skipped'])}" if doc["skipped"] else "")
+    print(f": {fmt.ids(doc['skipped'])}" if doc["skipped"] else "")
     if doc["not_dead"]:
         left = ", ".join(f"{i} ({status})" for i, status in doc["not_dead"].items())
         print(f"not dead, left alone: {left}")
     if unknown:
-        return _fail(f"no outbox row {_ids(unknown)} in service {ns.service!r}", 1)
+        return _fail(f"no outbox row {fmt.ids(unknown)} in service {ns.service!r}", 1)
     return 0
 
 
@@ -323,11 +321,13 @@ def cmd_blocked(ns: argparse.Namespace) -> int:
             d["head"]["status"],
             d["parked"],
             d["blocked_since"],
-            _one_line(d["head"]["last_error"], 60),
+            fmt.one_line(d["head"]["last_error"], 60),
         ]
         for d in doc["items"]
     ]
-    print(_table(["key", "head id", "head", "waiting", "since (UTC)", "head's last error"], rows))
+    print(
+        fmt.table(["key", "head id", "head", "waiting", "since (UTC)", "head's last error"], rows)
+    )
     print(
         f"\nrequeue a dead head: outbox-app dead requeue --service {ns.service} --id ID; "
         f"go on without it: outbox-app dead skip --service {ns.service} --id ID"
@@ -352,39 +352,6 @@ def cmd_purge(ns: argparse.Namespace) -> int:
         return 0
     verb = "would purge" if ns.dry_run else "purged"
     rows = [[name, n] for name, n in counts.items()]
-    print(_table(["service", f"{verb} (consumed over {_span(ns.older_than)} ago)"], rows))
+    print(fmt.table(["service", f"{verb} (consumed over {fmt.span(ns.older_than)} ago)"], rows))
     print(f"\n{verb} {sum(counts.values())} row(s)")
     return 0
-
-
-# -- formatting --------------------------------------------------------------------------
-def _age(counts: dict[str, Any]) -> str:
-    age = counts["oldest_pending_age_s"]
-    return "-" if age is None else f"{age:.1f}s"
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _one_line(text: str | None, width: int) -> str:
-    if not text:
-        return "-"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _ids(ids: list[int]) -> str:
-    shown = ", ".join(map(str, ids[:20]))
-    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)

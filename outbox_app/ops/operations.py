@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from outbox_app.database import make_engine
 from outbox_app.errors import OutboxError
 from outbox_app.ops.queries import OutboxQueries
+from outbox_app.ops.signatures import MAX_SIGNATURE_CHARS, group_dead, signature
 from outbox_app.ordering import KeyOrder
 from outbox_app.records import OutboxRow, Status
 from outbox_app.registry import Registry, default_registry
@@ -28,6 +29,10 @@ MAX_PAGE = 500  # rows per dead-letter page
 MAX_OFFSET = 10_000_000
 MAX_IDS = 1000  # ids per requeue request
 MAX_PURGE_BATCH = 100_000
+# Failure grouping reads at most this many of the newest dead rows (never the payloads):
+# an incident with more dead rows shows its newest ones, and says the scan was cut.
+DEAD_SCAN = 10_000
+MAX_GROUPS = 500
 
 
 @dataclass
@@ -104,6 +109,21 @@ class Operations:
             "next_offset": offset + limit if more else None,
         }
 
+    def dead_groups(self, service: str, limit: int = 100) -> dict[str, Any]:
+        """Dead letters grouped by failure signature, the largest group first."""
+        if not 1 <= limit <= MAX_GROUPS:
+            raise OutboxError(f"limit must be between 1 and {MAX_GROUPS}, got {limit}")
+        store = self.store(service)
+        rows = self.queries[store.route.service].newest_dead(DEAD_SCAN + 1)
+        cut = len(rows) > DEAD_SCAN
+        groups = group_dead(rows[:DEAD_SCAN])
+        return {
+            "service": service,
+            **_scan(min(len(rows), DEAD_SCAN), cut),
+            "group_count": len(groups),
+            "groups": [g.as_dict() for g in groups[:limit]],
+        }
+
     def message(self, service: str, outbox_id: int) -> OutboxRow | None:
         check_id(outbox_id)
         return self.store(service).get(outbox_id)
@@ -143,6 +163,25 @@ class Operations:
             doc["not_dead"] = {str(i): found[i].value for i in skipped if i in found}
             doc["unknown"] = [i for i in skipped if i not in found]
         return doc
+
+    def requeue_signature_document(self, service: str, wanted: str) -> dict[str, Any]:
+        """dead -> pending for the dead rows of the service whose failure signature is
+        ``wanted``, among the newest ``DEAD_SCAN`` dead rows (the groups' own bound)."""
+        check_signature(wanted)
+        wanted = wanted.strip()  # a signature never starts or ends with a space
+        store = self.store(service)
+        rows = self.queries[store.route.service].newest_dead(DEAD_SCAN + 1)
+        cut = len(rows) > DEAD_SCAN
+        ids = sorted(r.id for r in rows[:DEAD_SCAN] if signature(r.last_error) == wanted)
+        # requeue_dead only moves rows still dead: one requeued meanwhile is left alone.
+        done = [i for chunk in _chunks(ids, MAX_IDS) for i in store.requeue_dead(chunk)]
+        return {
+            "service": service,
+            "signature": wanted,
+            "requeued": done,
+            "count": len(done),
+            **_scan(min(len(rows), DEAD_SCAN), cut),
+        }
 
     # -- ordered services ------------------------------------------------------------------
     def order(self, service: str) -> KeyOrder:
@@ -221,6 +260,23 @@ def check_page(limit: int, offset: int) -> None:
         raise OutboxError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
         raise OutboxError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+
+
+def check_signature(value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise OutboxError(f"signature must be a non-empty string, got {value!r}")
+    if len(value) > MAX_SIGNATURE_CHARS:
+        raise OutboxError(
+            f"signature must be at most {MAX_SIGNATURE_CHARS} characters, got {len(value)}"
+        )
+
+
+def _scan(scanned: int, cut: bool) -> dict[str, Any]:
+    return {"scanned": scanned, "scan_limit": DEAD_SCAN, "scan_cut": cut}
+
+
+def _chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def check_id(outbox_id: int) -> None:

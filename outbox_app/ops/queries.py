@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from outbox_app.clock import utcnow
+from outbox_app.ops.signatures import DeadRef
 from outbox_app.records import OutboxRow, Status
 from outbox_app.routing import Route
 from outbox_app.schema import outbox_table
@@ -96,6 +97,19 @@ class OutboxQueries:
         query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [OutboxRow.from_row(r) for r in conn.execute(query).all()]
+
+    def newest_dead(self, limit: int) -> list[DeadRef]:
+        """The newest dead rows, without their payloads (what failure grouping reads)."""
+        t = self.table
+        query = (
+            select(t.c.id, t.c.event_type, t.c.last_error, t.c.updated_at)
+            .where(t.c.status == Status.DEAD.value)
+            .order_by(t.c.updated_at.desc(), t.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [DeadRef(int(i), et, err, as_datetime(at)) for i, et, err, at in rows]
 
     def statuses(self, ids: Sequence[int]) -> dict[int, Status]:
         """The status of each of these rows that exists."""

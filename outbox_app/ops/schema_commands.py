@@ -16,7 +16,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from outbox_app.errors import ConfigurationError
-from outbox_app.ops.commands import _exits_cleanly, _fail, _json_arg
+from outbox_app.ops.cli_support import exits_cleanly as _exits_cleanly
+from outbox_app.ops.cli_support import fail as _fail
+from outbox_app.ops.commands import _json_arg
 from outbox_app.registry import default_registry
 from outbox_app.schema_diff import (
     DIALECTS,

@@ -93,6 +93,7 @@ class ServiceConsumer:
         m.duplicates.labels(s).inc(len(out.duplicates))
         m.parked.labels(s).inc(len(out.parked))
         m.poison.labels(s).inc(out.poison + len(out.unknown_ids))
+        m.recent_end_to_end.add(s, out.latencies)  # the dashboard's p50/p99 (ops/web/sampler.py)
         hist = m.end_to_end.labels(s)
         for latency in out.latencies:
             hist.observe(latency)

@@ -1,10 +1,38 @@
-"""Prometheus metrics of one worker, in a registry of its own (served at /metrics)."""
+"""Prometheus metrics of one worker, in a registry of its own (served at /metrics), and
+the recent end-to-end latencies its consumers saw (for the dashboard's percentiles)."""
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+RECENT_LATENCIES = 10_000  # per service: an unwatched worker keeps only the newest
+
+
+class LatencyWindow:
+    """End-to-end latencies (seconds) consumed since the dashboard's sampler last took
+    them, per service. A histogram's buckets are too coarse for a p99 over one second;
+    these are exact. Bounded, so a worker nobody watches does not grow."""
+
+    def __init__(self, keep: int = RECENT_LATENCIES) -> None:
+        self._keep = keep
+        self._by_service: dict[str, deque[float]] = {}
+
+    def add(self, service: str, latencies: Iterable[float]) -> None:
+        window = self._by_service.get(service)
+        if window is None:
+            window = self._by_service[service] = deque(maxlen=self._keep)
+        window.extend(latencies)
+
+    def take(self) -> dict[str, list[float]]:
+        """What was added since the last call, per service; the window starts empty again."""
+        taken = {s: list(w) for s, w in self._by_service.items() if w}
+        for window in self._by_service.values():
+            window.clear()
+        return taken
 
 
 class Metrics:
@@ -89,6 +117,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "outbox_consumer_lag",
+            "Records of a service topic's partition not yet committed by this worker's "
+            "consumer group (the broker's high-water mark minus the committed offset)",
+            ["service", "partition"],
+            registry=r,
+        )
+        self.recent_end_to_end = LatencyWindow()
         self.end_to_end = Histogram(
             "outbox_end_to_end_latency_seconds",
             "Time from the row's creation to its handler's commit",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
 
@@ -61,6 +62,19 @@ def crashes_its_worker(ctx: HandlerContext) -> None:
     """A poison event: kills the worker process that runs it, every time."""
     _effect(ctx)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@handler("flaky.gated", service="flaky")
+def waits_at_its_gate(ctx: HandlerContext) -> None:
+    """Holds its batch (and so its partition) while the file named in the payload exists:
+    a consumer that falls behind on purpose, for the lag tests. Gives up after two
+    minutes so a failed test cannot hang its worker."""
+    gate = ctx.payload["gate"]
+    for _ in range(2400):
+        if not os.path.exists(gate):
+            break
+        time.sleep(0.05)
+    _effect(ctx)
 
 
 # -- service ``steps``: ordered per key ------------------------------------------------------

@@ -1,10 +1,14 @@
 """The dashboard in a real browser: headless Chromium (Debian's, driven by selenium and
 /usr/bin/chromedriver) loads /outbox/ from a worker under live traffic, the charts
-draw, requeue works once the admin token is entered, and the counts on the page match
-/outbox/stats/. A screenshot is saved in the test's tmp dir."""
+draw (throughput, backlog, end-to-end latency), the incident panels fill (health badge,
+dead letters grouped by failure, consumer lag, blocked keys of an ordered service),
+payloads show and requeue works once a token is entered, a failure group and a blocked
+key's head are dealt with from the page, and the counts on the page match
+/outbox/stats/. Screenshots are saved in the test's tmp dir, and checked."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -39,7 +43,8 @@ pytestmark = [
 ]
 
 TOKEN = "browser-token-" + uuid.uuid4().hex[:8]
-SERVICES = ["agent", "memory", "task"]
+SERVICES = ["agent", "memory", "task", "steps"]  # steps: ordered per key (flaky_handlers)
+TRAFFIC = ["agent", "memory", "task"]
 STATUSES = ["pending", "published", "consumed", "dead"]
 
 
@@ -108,7 +113,12 @@ def site(tmp_path: Path, broker: TestBroker) -> Iterator[Site]:
     engine = make_engine(url)
     create_schema(engine, default_registry.routes(), default_registry.metadata)
     env = worker_env(
-        url, broker, unique_prefix(), OUTBOX_SERVICES=",".join(SERVICES), OUTBOX_ADMIN_TOKEN=TOKEN
+        url,
+        broker,
+        unique_prefix(),
+        OUTBOX_SERVICES=",".join(SERVICES),
+        OUTBOX_ADMIN_TOKEN=TOKEN,
+        OUTBOX_HANDLER_MODULES="handlers,tests.e2e.flaky_handlers",
     )
     worker = Worker(env, tmp_path / "worker.log").start()
     site = Site(int(env["OUTBOX_WEB_PORT"]), engine, worker)
@@ -170,11 +180,49 @@ for (const node of document.querySelectorAll('[data-count]')) {
 return out;
 """
 
+# Decodes a screenshot (base64 PNG) in the page and counts, in each rectangle (CSS px of
+# the page), the pixels close to a colour: what the saved image shows, not what the DOM says.
+SHOT_JS = """
+const [b64, boxes, done] = arguments;
+const img = new Image();
+img.onload = () => {
+  const c = document.createElement('canvas');
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const scale = img.width / document.documentElement.clientWidth;
+  done(boxes.map(([x, y, w, h, rgb]) => {
+    const d = ctx.getImageData(Math.round(x * scale), Math.round(y * scale),
+                               Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (Math.abs(d[i] - rgb[0]) < 40 && Math.abs(d[i + 1] - rgb[1]) < 40
+          && Math.abs(d[i + 2] - rgb[2]) < 40) n++;
+    }
+    return n;
+  }));
+};
+img.onerror = () => done(null);
+img.src = 'data:image/png;base64,' + b64;
+"""
+
+RECT_JS = """
+const r = document.querySelector(arguments[0]).getBoundingClientRect();
+return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];
+"""
+
 CONSUMED_GREEN = (16, 185, 129)
 PENDING_AMBER = (245, 158, 11)
+P50_BLUE = (14, 165, 233)
+P99_PURPLE = (168, 85, 247)
+BADGE_GREEN = (22, 101, 52)
+BADGE_RED = (220, 38, 38)
+ROBOTS = "permanent failure: field '…' must be one of user, assistant, system, tool, got '…'"
+WEBHOOK = "test: webhook answered N for order '…'"
+READ_ONLY = "test: the downstream database was read-only"
 
 
-def dead_on_arrival(site: Site, payload: dict[str, Any]) -> int:
+def dead_on_arrival(site: Site, payload: dict[str, Any], error: str = READ_ONLY) -> int:
     store = site.store("agent")
     with site.engine.begin() as conn:
         row_id = store.add(
@@ -184,24 +232,104 @@ def dead_on_arrival(site: Site, payload: dict[str, Any]) -> int:
             key="doa",
             max_retry=5,
         )
-        store.mark_dead({row_id: "test: the downstream database was read-only"}, conn)
+        store.mark_dead({row_id: error}, conn)
     return row_id
 
 
-@pytest.mark.timeout(300)
+def incident(site: Site) -> dict[str, Any]:
+    """What the page is to show: two robots refused by the handler, one row worth
+    replaying, three that failed alike at a webhook, and a key of the ordered service
+    ``steps`` blocked behind its dead head."""
+    with Session(site.engine) as session, session.begin():
+        for n in range(2):
+            bad = {"user_id": 9, "conversation_id": "c-bad", "role": "robot", "message": f"b{n}"}
+            publish(session, "chat_history.persist", bad, key="c-bad", max_retry=1)
+        head = publish(
+            session, "steps.step", {"seq": 1, "fail_attempts": 9}, key="k-blocked", max_retry=1
+        )
+    with Session(site.engine) as session, session.begin():
+        parked = [publish(session, "steps.step", {"seq": n}, key="k-blocked") for n in (2, 3)]
+    ok = {"user_id": 9, "conversation_id": "c-ok", "role": "user"}
+    replay = dead_on_arrival(site, {**ok, "message": "again"})
+    webhook = [
+        dead_on_arrival(
+            site,
+            {**ok, "message": f"hook {k}"},
+            f"test: webhook answered {502 + k} for order 'o-{k}'",
+        )
+        for k in range(3)
+    ]
+    return {"replay": replay, "webhook": webhook, "head": head, "parked": parked}
+
+
+def accept_confirm(browser: Any) -> str:
+    """Accepts the page's confirm() dialog; returns its text."""
+    from selenium.common.exceptions import NoAlertPresentException
+
+    def alert() -> Any:
+        try:
+            return browser.switch_to.alert
+        except NoAlertPresentException:
+            return None
+
+    dialog = wait_for(alert, 10, "the confirm dialog")
+    text = str(dialog.text)
+    dialog.accept()
+    return text
+
+
+def group_counts(browser: Any) -> dict[str, int]:
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, '[data-groups-rows="agent"] tr.group-row')
+    return {
+        r.get_attribute("data-signature"): int(r.get_attribute("data-group-count")) for r in rows
+    }
+
+
+def dead_details(browser: Any, needle: str) -> str:
+    """The expanded details of the first agent dead row whose error contains ``needle``
+    (the table is redrawn now and then: expand again if needed)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        for row in browser.find_elements(By.CSS_SELECTOR, '[data-dead-rows="agent"] tr.dead-row'):
+            if needle in row.text:
+                details = row.find_element(By.XPATH, "following-sibling::tr[1]")
+                if not details.is_displayed():
+                    row.find_element(By.CSS_SELECTOR, "td.error").click()
+                return str(details.text) if details.is_displayed() else ""
+    except StaleElementReferenceException:
+        pass
+    return ""
+
+
+def save_page(
+    browser: Any, path: Path, checks: dict[str, tuple[str, tuple[int, int, int]]]
+) -> dict[str, int]:
+    """The whole page as a PNG at ``path``; for each check (a CSS selector and a colour),
+    how many pixels of that colour the saved image has where the element is."""
+    page, frame = browser.execute_script(
+        "return [document.body.scrollHeight, window.outerHeight - window.innerHeight]"
+    )
+    browser.set_window_size(1440, min(max(page, 900), 6000) + frame)
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot = browser.get_screenshot_as_base64()
+    path.write_bytes(base64.b64decode(shot))
+    boxes = [[*browser.execute_script(RECT_JS, sel), list(rgb)] for sel, rgb in checks.values()]
+    counts = browser.execute_async_script(SHOT_JS, shot, boxes)
+    assert counts is not None, "the screenshot did not decode"
+    return dict(zip(checks, counts, strict=True))
+
+
+@pytest.mark.timeout(360)
 def test_dashboard_renders_live_charts_and_matches_stats(
     site: Site, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    # Dead letters to look at: two from a handler that refuses them, one worth replaying.
-    with Session(site.engine) as session, session.begin():
-        for n in range(2):
-            bad = {"user_id": 9, "conversation_id": "c-bad", "role": "robot", "message": f"b{n}"}
-            publish(session, "chat_history.persist", bad, key="c-bad", max_retry=1)
-    replay = dead_on_arrival(
-        site, {"user_id": 9, "conversation_id": "c-ok", "role": "user", "message": "again"}
-    )
+    rows = incident(site)
     traffic = Traffic(site.engine)
     traffic.start()
     try:
@@ -211,8 +339,8 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         # Live: successive polls draw more and more samples on every chart.
         def charts_drawn() -> dict[str, Any] | None:
             found = {}
-            for service in SERVICES:
-                for kind in ("rate", "backlog"):
+            for service in TRAFFIC:
+                for kind in ("rate", "backlog", "latency"):
                     px = browser.execute_script(PIXELS_JS, f"chart-{kind}-{service}", [0, 0, 0])
                     if not px or px["points"] < 8:
                         return None
@@ -223,16 +351,30 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         for name, px in drawn.items():
             assert px["painted"] > 0.02 * px["total"], (name, px)  # grid, axes and lines
         # Traffic shows as a green line, once the worker consumes (a wait, not a race).
-        wait_for(
-            lambda: (
-                browser.execute_script(PIXELS_JS, "chart-rate-agent", list(CONSUMED_GREEN))[
-                    "colour"
-                ]
-                > 100
-            ),
-            60,
-            "the consume rate to show as a green line",
+        for chart, colour, what in [
+            ("chart-rate-agent", CONSUMED_GREEN, "the consume rate as a green line"),
+            ("chart-latency-agent", P50_BLUE, "the p50 latency as a blue line"),
+            ("chart-latency-agent", P99_PURPLE, "the p99 latency as a purple line"),
+        ]:
+            wait_for(
+                lambda c=chart, rgb=colour: (
+                    browser.execute_script(PIXELS_JS, c, list(rgb))["colour"] > 100
+                ),
+                60,
+                what,
+            )
+        p50 = browser.find_element(
+            By.CSS_SELECTOR, '[data-service="agent"] [data-legend="latency_p50_ms"]'
         )
+        p99 = browser.find_element(
+            By.CSS_SELECTOR, '[data-service="agent"] [data-legend="latency_p99_ms"]'
+        )
+        assert 0 < float(p50.get_attribute("data-value")) <= float(p99.get_attribute("data-value"))
+        assert "this worker's consumers" in browser.find_element(By.ID, "services").text
+        tile = browser.find_element(By.CSS_SELECTOR, ".tile.published")
+        assert tile.text.lower().startswith("published")
+        assert tile.get_attribute("title") == "sent to Kafka, waiting for its consumer"
+        assert "in flight" not in browser.find_element(By.TAG_NAME, "body").text.lower()
         wait_for(
             lambda: (
                 int(
@@ -247,26 +389,106 @@ def test_dashboard_renders_live_charts_and_matches_stats(
             "consumed counts to climb",
         )
 
-        # Dead letters are listed with their errors; requeue needs the token first.
+        # The worker's health badge: green while broker and database answer; red, with
+        # how long and why, when one does not (drawn by the page's own code from a health
+        # document as the series sends it; the next poll draws the real one again).
+        badge = browser.find_element(By.ID, "worker-health")
+        wait_for(lambda: badge.get_attribute("data-state") == "ok", 30, "a green badge")
+        assert badge.text == "broker and database up"
+        down = browser.execute_script(
+            "const now = Date.now() / 1000;"
+            "Outbox.panels.renderHealth({broker: {up: false, down_since: now - 42, "
+            "reason: 'KafkaConnectionError: Unable to bootstrap from [127.0.0.1:9]'}, "
+            "database: {up: true, down_since: null, reason: null}}, now);"
+            "const b = document.getElementById('worker-health');"
+            "return [b.textContent, b.dataset.state, getComputedStyle(b).backgroundColor];"
+        )
+        assert down == [
+            "broker down for 42 s: KafkaConnectionError: Unable to bootstrap from [127.0.0.1:9]",
+            "down",
+            "rgb(220, 38, 38)",
+        ]
+        wait_for(lambda: badge.get_attribute("data-state") == "ok", 10, "the real badge back")
+
+        # Consumer lag, from the broker, for every served topic.
+        wait_for(
+            lambda: browser.find_element(By.ID, "lag-state").get_attribute("data-state") == "fresh",
+            30,
+            "a fresh lag answer",
+        )
+        assert browser.find_element(By.ID, "lag-state").text.startswith("From the broker")
+        for service in SERVICES:
+            rows_shown = browser.find_elements(By.CSS_SELECTOR, f'[data-lag-rows="{service}"] tr')
+            assert len(rows_shown) == 4, service  # OUTBOX_TOPIC_PARTITIONS
+            total = browser.find_element(By.CSS_SELECTOR, f'[data-lag-total="{service}"]')
+            assert int(total.get_attribute("data-value")) >= 0
+
+        # Dead letters grouped by failure signature, without a token already.
+        expected_groups = {ROBOTS: 2, WEBHOOK: 3, READ_ONLY: 1}
+        wait_for(lambda: group_counts(browser) == expected_groups, 60, "the failure groups")
+        groups_text = browser.find_element(By.CSS_SELECTOR, '[data-groups-rows="agent"]').text
+        assert ROBOTS in groups_text and WEBHOOK in groups_text
+        # The blocked key of the ordered service, with its dead head.
+        blocked_row = '[data-blocked-rows="steps"] tr[data-blocked-key="k-blocked"]'
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, blocked_row), 90, "a blocked key")
+        blocked = browser.find_element(By.CSS_SELECTOR, blocked_row)
+        assert blocked.get_attribute("data-head-id") == str(rows["head"])
+        assert "dead" in blocked.text and "fails attempt 1" in blocked.text
+        wait_for(
+            lambda: (
+                "2" in browser.find_element(By.CSS_SELECTOR, f"{blocked_row} td:nth-child(5)").text
+            ),
+            30,
+            "two parked rows",
+        )
+
+        # Dead letters are listed with their errors; payloads need a token, as requeue.
         wait_for(
             lambda: (
                 len(browser.find_elements(By.CSS_SELECTOR, '[data-dead-rows="agent"] tr.dead-row'))
-                >= 3
+                >= 6
             ),
             60,
-            "three dead letters in the agent table",
+            "six dead letters in the agent table",
         )
         table = browser.find_element(By.CSS_SELECTOR, '[data-dead-rows="agent"]').text
         assert "must be one of user, assistant, system, tool, got 'robot'" in table
         assert "read-only" in table
+        hidden = wait_for(lambda: dead_details(browser, "got 'robot'"), 10, "a row's details")
+        assert "Payload hidden" in hidden and "c-bad" not in hidden
         requeue = browser.find_element(By.CSS_SELECTOR, '[data-requeue-selected="agent"]')
         assert not requeue.is_enabled()
+        assert not browser.find_element(By.CSS_SELECTOR, "[data-requeue-group]").is_enabled()
         browser.find_element(By.ID, "admin-token").send_keys(TOKEN)
         browser.find_element(By.ID, "admin-use").click()
         wait_for(requeue.is_enabled, 10, "the requeue button to be enabled")
         assert browser.find_element(By.ID, "admin-token").get_attribute("value") == ""
+        shown = wait_for(
+            lambda: (d := dead_details(browser, "got 'robot'")) and '"role": "robot"' in d and d,
+            20,
+            "the payload, once the token is in",
+        )
+        assert '"conversation_id": "c-bad"' in shown
+
+        # The page during the incident: groups, a blocked key, payloads, the lag.
+        incident_shot = tmp_path / "dashboard-incident.png"
+        seen = save_page(
+            browser,
+            incident_shot,
+            {
+                "badge": ("#worker-health", BADGE_GREEN),
+                "latency": ("#chart-latency-agent", P50_BLUE),
+                "consumed": ("#chart-rate-agent", CONSUMED_GREEN),
+            },
+        )
+        badge_box = browser.execute_script(RECT_JS, "#worker-health")
+        assert seen["badge"] > 0.3 * badge_box[2] * badge_box[3], seen  # mostly green
+        assert seen["latency"] > 50 and seen["consumed"] > 50, seen
+        print(f"dashboard screenshot (incident): {incident_shot}")
+        browser.set_window_size(1440, 2000)
+
         browser.find_element(
-            By.CSS_SELECTOR, f'tr[data-dead-id="{replay}"] input[type=checkbox]'
+            By.CSS_SELECTOR, f'tr[data-dead-id="{rows["replay"]}"] input[type=checkbox]'
         ).click()
         requeue.click()
         toast = browser.find_element(By.ID, "toast")
@@ -276,10 +498,61 @@ def test_dashboard_renders_live_charts_and_matches_stats(
             "the toast",
         )
         wait_for(
-            lambda: site.store("agent").get(replay).status == Status.CONSUMED,
+            lambda: site.store("agent").get(rows["replay"]).status == Status.CONSUMED,
             30,
             "the requeued row to be consumed",
         )
+
+        # Requeue of one failure group from the page: its rows are consumed, the group
+        # and the dead counts go down by three.
+        browser.find_element(
+            By.CSS_SELECTOR, f'tr.group-row[data-signature="{WEBHOOK}"] [data-requeue-group]'
+        ).click()
+        assert WEBHOOK in accept_confirm(browser)
+        wait_for(
+            lambda: toast.is_displayed() and "Requeued 3 row(s) of agent" in toast.text,
+            10,
+            "the group's toast",
+        )
+        for row_id in rows["webhook"]:
+            wait_for(
+                lambda i=row_id: site.store("agent").get(i).status == Status.CONSUMED,
+                30,
+                f"group row {row_id} to be consumed",
+            )
+        wait_for(lambda: group_counts(browser) == {ROBOTS: 2}, 30, "only the robots' group left")
+        wait_for(
+            lambda: (
+                browser.find_element(By.CSS_SELECTOR, '[data-count="agent:dead"]').get_attribute(
+                    "data-value"
+                )
+                == "2"
+            ),
+            30,
+            "two dead letters left",
+        )
+
+        # The blocked key's dead head, skipped from the page: the key goes on.
+        skip = browser.find_element(By.CSS_SELECTOR, f'{blocked_row} [data-skip-head="k-blocked"]')
+        assert skip.is_enabled()
+        skip.click()
+        assert f"Skip #{rows['head']}?" in accept_confirm(browser)
+        for row_id in rows["parked"]:
+            wait_for(
+                lambda i=row_id: site.store("steps").get(i).status == Status.CONSUMED,
+                60,
+                f"parked row {row_id} to be consumed",
+            )
+        wait_for(
+            lambda: (
+                "No key is blocked."
+                in browser.find_element(By.CSS_SELECTOR, '[data-blocked-rows="steps"]').text
+            ),
+            30,
+            "the blocked key to go",
+        )
+        reply = urllib.request.urlopen(f"{site.base}/outbox/blocked/?service=steps", timeout=10)
+        assert b'"payload"' not in reply.read()
     finally:
         traffic.stop()
 
@@ -295,23 +568,31 @@ def test_dashboard_renders_live_charts_and_matches_stats(
 
     wait_for(settled, 60, "the dashboard counts to match /outbox/stats/")
     stats = site.stats()
-    assert stats["agent"]["dead"] == 2  # the two robots; the replayed row was consumed
+    assert stats["agent"]["dead"] == 2  # the two robots; the replayed rows were consumed
+    assert stats["steps"]["consumed"] == 2 and stats["steps"]["skipped"] == 1
     assert sum(stats[s]["consumed"] for s in SERVICES) >= traffic.sent
     assert browser.find_element(By.CSS_SELECTOR, '[data-health="agent"]').text == "2 dead"
     assert browser.find_element(By.CSS_SELECTOR, '[data-health="memory"]').text == "healthy"
+    # Caught up: no lag left on any partition (the broker's answer, refreshed every few s).
+    wait_for(
+        lambda: all(
+            browser.find_element(By.CSS_SELECTOR, f'[data-lag-total="{s}"]').get_attribute(
+                "data-value"
+            )
+            == "0"
+            for s in SERVICES
+        ),
+        60,
+        "no lag once the traffic stopped",
+    )
     assert TOKEN not in browser.page_source
 
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []  # no script errors, no blocked (CSP) or missing resources
 
     wait_for(lambda: not browser.find_element(By.ID, "toast").is_displayed(), 10, "the toast to go")
-    # The whole page and no more: the window's size includes its frame, the page's not.
-    page, frame = browser.execute_script(
-        "return [document.body.scrollHeight, window.outerHeight - window.innerHeight]"
-    )
-    browser.set_window_size(1440, min(max(page, 900), 4000) + frame)
-    browser.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "dashboard.png"
-    assert browser.save_screenshot(str(shot))
+    seen = save_page(browser, shot, {"badge": ("#worker-health", BADGE_GREEN)})
     assert shot.stat().st_size > 20_000
+    assert seen["badge"] > 0, seen
     print(f"dashboard screenshot: {shot}")

@@ -159,7 +159,7 @@ def dead_rows(
 
 
 def quiet(site: Site) -> dict[str, Any]:
-    """Stats once nothing is pending or in flight."""
+    """Stats once nothing is pending or published (sent, waiting for its consumer)."""
     return wait_for(
         lambda: (
             (s := site.stats())
@@ -302,6 +302,145 @@ def test_dead_letters_refuse_bad_input_with_400(site: Site, query: str, complain
     reply = site.get(f"/outbox/dead/?{query}")
     assert reply.status == 400
     assert complaint in reply.error
+
+
+# -- dead letters grouped by failure ---------------------------------------------------------
+def letters() -> str:
+    """A run id without digits: digits would be masked out of the signature."""
+    return "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
+
+
+def failing_rows(site: Site, run: str, n: int, secret: str) -> tuple[list[int], str]:
+    """``n`` dead agent rows failing alike (their order ids and codes differ), with a
+    valid payload carrying ``secret``: requeued, they are consumed."""
+    store = site.store("agent")
+    payload = {"user_id": 5, "conversation_id": "c-group", "role": "user", "message": secret}
+    with site.engine.begin() as conn:
+        ids = [
+            store.add(
+                conn,
+                event_type="chat_history.persist",
+                payload_json=json.dumps(payload),
+                key=f"g{k}",
+                max_retry=3,
+            )
+            for k in range(n)
+        ]
+        store.mark_dead(
+            {i: f"Upstream{run}: order 'o-{i}' refused with {500 + k}" for k, i in enumerate(ids)},
+            conn,
+        )
+    return ids, f"Upstream{run}: order '…' refused with N"
+
+
+def group_of(site: Site, signature: str, **headers: str) -> dict[str, Any] | None:
+    doc = site.get("/outbox/dead/groups/?service=agent&limit=500", **headers).json()
+    return next((g for g in doc["groups"] if g["signature"] == signature), None)
+
+
+def test_dead_letters_are_grouped_by_signature_without_their_payloads(site: Site) -> None:
+    run = letters()
+    ids, signature = failing_rows(site, run, 3, secret=f"private {run}")
+    reply = site.get("/outbox/dead/groups/?service=agent")
+    assert reply.status == 200, reply.body
+    doc = reply.json()
+    assert doc["service"] == "agent" and doc["scan_limit"] == 10_000 and doc["scan_cut"] is False
+    assert doc["scanned"] >= 3 and doc["group_count"] >= 1
+    group = group_of(site, signature)
+    assert group is not None, doc
+    assert group["count"] == 3 and group["event_types"] == ["chat_history.persist"]
+    assert group["sample"]["id"] == max(ids)  # died in one statement: the highest id is newest
+    assert group["sample"]["last_error"] == f"Upstream{run}: order 'o-{max(ids)}' refused with 502"
+    assert group["first_seen"] <= group["last_seen"] and group["last_seen"].endswith("Z")
+    # Payloads are business data: not in the groups, with or without a token.
+    for headers in ({}, ADMIN, {"X-Outbox-Read-Token": READ_TOKEN}):
+        body = site.get("/outbox/dead/groups/?service=agent", **headers).body
+        assert f"private {run}".encode() not in body and b'"payload"' not in body
+
+
+def test_requeue_of_a_group_needs_the_token_and_replays_only_that_failure(site: Site) -> None:
+    run = letters()
+    ids, signature = failing_rows(site, run, 4, secret="fine")
+    other, other_signature = failing_rows(site, letters(), 1, secret="fine")
+    body = {"service": "agent", "signature": signature}
+    assert site.requeue(body, token=None).status == 401
+    assert site.requeue(body, token=TOKEN + "x").status == 403
+    assert group_of(site, signature)["count"] == 4  # type: ignore[index]
+
+    reply = site.requeue(body)
+    assert reply.status == 200, reply.body
+    doc = reply.json()
+    assert doc["requeued"] == ids and doc["count"] == 4 and doc["signature"] == signature
+    assert doc["scan_cut"] is False and doc["scanned"] >= 5
+    site.wait_status("agent", ids, Status.CONSUMED)
+    assert site.status("agent", other[0]) == Status.DEAD
+    assert group_of(site, signature) is None and group_of(site, other_signature) is not None
+    again = site.requeue(body).json()
+    assert again["count"] == 0 and again["requeued"] == []
+    assert "requeue of service agent by" in site.worker.log()
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ("", "service is required"),
+        ("service=nope", "unknown service 'nope'"),
+        ("service=notification", "not served here"),
+        ("service=agent&limit=0", "limit must be between 1 and 500"),
+        ("service=agent&limit=many", "limit must be an integer"),
+    ],
+)
+def test_groups_refuse_bad_input_with_400(site: Site, query: str, complaint: str) -> None:
+    reply = site.get(f"/outbox/dead/groups/?{query}")
+    assert reply.status == 400 and complaint in reply.error, reply.body
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"service": "agent", "signature": ""}, "signature must be a non-empty string"),
+        ({"service": "agent", "signature": 7}, "signature must be a non-empty string"),
+        ({"service": "agent", "signature": "x" * 501}, "signature must be at most 500"),
+        ({"signature": "boom"}, "service is required"),
+        ({"service": "agent", "signature": "boom", "all": True}, "exactly one of"),
+        ({"service": "nope", "signature": "boom"}, "unknown service 'nope'"),
+    ],
+)
+def test_requeue_by_signature_refuses_bad_input_with_400(
+    site: Site, body: Any, complaint: str
+) -> None:
+    reply = site.requeue(body)
+    assert reply.status == 400 and complaint in reply.error, reply.body
+
+
+# -- what a token opens, and lag -------------------------------------------------------------
+def test_access_says_what_a_token_opens(site: Site) -> None:
+    def access(**headers: str) -> dict[str, Any]:
+        reply = site.get("/outbox/api/access/", **headers)
+        assert reply.status == 200, reply.body
+        return dict(reply.json())
+
+    assert access() == {"payloads": False, "admin": False, "admin_enabled": True}
+    assert access(**{"X-Outbox-Read-Token": READ_TOKEN})["payloads"] is True
+    assert access(**{"X-Outbox-Read-Token": READ_TOKEN})["admin"] is False
+    both = {"X-Outbox-Read-Token": TOKEN, "X-Outbox-Admin-Token": TOKEN}
+    assert access(**both) == {"payloads": True, "admin": True, "admin_enabled": True}
+    assert access(**{"X-Outbox-Read-Token": "guess"}) == access()
+    assert "a token that opens nothing was tried" in site.worker.log()
+
+
+def test_lag_comes_from_the_broker_for_every_served_topic(site: Site) -> None:
+    doc = wait_for(
+        lambda: (d := site.get("/outbox/lag/").json()) and not d["stale"] and d, 60, "lag"
+    )
+    assert sorted(doc["services"]) == SERVICES and doc["error"] is None
+    for service, lag in doc["services"].items():
+        assert lag["topic"].endswith(f"outbox.{service}") and not lag["missing"]
+        assert lag["total"] == sum(p["lag"] for p in lag["partitions"]) >= 0
+        for p in lag["partitions"]:
+            assert p["end"] >= (p["committed"] or 0)
+    assert b"payload" not in site.get("/outbox/lag/").body
+    assert site.request("POST", "/outbox/lag/").status == 405
 
 
 # -- one message -----------------------------------------------------------------------------
@@ -470,6 +609,9 @@ def test_dashboard_is_served_with_its_own_assets_only(site: Site) -> None:
     assert "http://" not in page and "https://" not in page  # no CDN
     for name, kind in [
         ("chart.js", "text/javascript"),
+        ("common.js", "text/javascript"),
+        ("dead.js", "text/javascript"),
+        ("panels.js", "text/javascript"),
         ("dashboard.js", "text/javascript"),
         ("dashboard.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
@@ -507,9 +649,19 @@ def test_series_gives_samples_with_rates_for_the_charts(site: Site) -> None:
     )
     assert all(p["t"] > first["now"] for p in later["points"])
     point = later["points"][-1]["services"]["agent"]
-    assert {"publish_rate", "consume_rate", "pending", "consumed"} <= set(point)
+    assert {"published_rate", "consume_rate", "pending", "consumed"} <= set(point)
+    assert {"latency_p50_ms", "latency_p99_ms"} <= set(point) and "publish_rate" not in point
     consumed_between = sum((p["services"]["agent"]["consume_rate"] or 0) for p in later["points"])
     assert consumed_between > 0
+    # This worker consumed the 20: some sample since holds their end-to-end percentiles.
+    measured = [
+        p["services"]["agent"]
+        for p in later["points"]
+        if p["services"]["agent"]["latency_p50_ms"] is not None
+    ]
+    assert measured, later["points"]
+    for m in measured:
+        assert 0 < m["latency_p50_ms"] <= m["latency_p99_ms"] < 60_000
     assert site.get("/outbox/api/series/?since=soon").status == 400
 
 
@@ -592,6 +744,15 @@ def test_metrics_speak_openmetrics_when_asked(site: Site) -> None:
 
 
 def test_nothing_secret_reaches_pages_or_the_log(site: Site) -> None:
-    for path in ("/outbox/", "/outbox/stats/", "/outbox/api/series/", "/metrics"):
-        assert TOKEN.encode() not in site.get(path).body, path
-    assert TOKEN not in site.worker.log()
+    for path in (
+        "/outbox/",
+        "/outbox/stats/",
+        "/outbox/api/series/",
+        "/metrics",
+        "/outbox/lag/",
+        "/outbox/dead/groups/?service=agent",
+        "/outbox/api/access/",
+    ):
+        body = site.get(path, **ADMIN).body
+        assert TOKEN.encode() not in body and READ_TOKEN.encode() not in body, path
+    assert TOKEN not in site.worker.log() and READ_TOKEN not in site.worker.log()

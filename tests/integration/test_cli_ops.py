@@ -256,7 +256,7 @@ def test_purge_removes_only_consumed_rows_past_the_age(db: Db, cli) -> None:  # 
         (["dead", "show", "--service", "agent", "x"], "argument id: expected an integer"),
         (
             ["dead", "requeue", "--service", "agent"],
-            "one of the arguments --id --all --event-type is required",
+            "one of the arguments --id --all --event-type --signature is required",
         ),
         (
             ["dead", "requeue", "--service", "agent", "--all", "--id", "3"],

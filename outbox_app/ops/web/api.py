@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from outbox_app.errors import DatabaseUnavailable, OutboxError
-from outbox_app.ops.operations import MAX_PAGE, Operations, row_document
+from outbox_app.ops.operations import MAX_GROUPS, MAX_PAGE, Operations, row_document
 from outbox_app.ops.web import params, prom
-from outbox_app.ops.web.auth import AdminGate, ReadGate
+from outbox_app.ops.web.auth import HEADER, READ_HEADER, AdminGate, ReadGate
 from outbox_app.ops.web.sampler import StatsSampler
+from outbox_app.worker.kafka import KafkaAccess
+from outbox_app.worker.lag import LagMonitor, LagProbe
 from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,15 @@ class WebApi:
         self.sampler = StatsSampler(
             lambda: self._db(self.ops.stats),
             on_sample=lambda stats: prom.update_gauges(runtime.metrics, stats),
+            latencies=runtime.metrics.recent_end_to_end.take,
         )
+        # The group is the app id (Faust's consumer group); the topics carry the prefix.
+        self.lag_probe = LagProbe(KafkaAccess.from_settings(s), app_id, runtime.topics)
+        self.lag_monitor = LagMonitor(self.lag_probe)
+
+    async def close(self) -> None:
+        await self.lag_monitor.close()
+        await self.lag_probe.close()
 
     async def _db(self, func: Callable[..., T], *args: Any) -> T:
         if not self.rt.ready.is_set():
@@ -95,12 +105,17 @@ class WebApi:
             assert req.event_type is not None  # requeue_request demands one of the two
             service = await self._db(self.ops.check_event_type, req.event_type)
         service = self._service(service)
-        doc = await self._db(self.ops.requeue_document, service, req.ids, req.event_type)
+        if req.signature is not None:
+            doc = await self._db(self.ops.requeue_signature_document, service, req.signature)
+            what = "a failure signature"
+        else:
+            doc = await self._db(self.ops.requeue_document, service, req.ids, req.event_type)
+            what = "ids" if req.ids is not None else req.event_type or "all dead"
         log.info(
             "web: requeue of service %s by %s (%s): %d row(s)",
             service,
             remote or "?",
-            "ids" if req.ids is not None else req.event_type or "all dead",
+            what,
             doc["count"],
         )
         return doc
@@ -120,9 +135,28 @@ class WebApi:
         service = self._service(params.query_str(query, "service"))
         return await self._db(self.ops.blocked_page, service, limit)
 
+    async def dead_groups(self, query: Mapping[str, str]) -> dict[str, Any]:
+        # Signatures, counts and one sample error per group: never a payload.
+        limit = params.query_int(query, "limit", 100, 1, MAX_GROUPS)
+        service = self._service(params.query_str(query, "service"))
+        return await self._db(self.ops.dead_groups, service, limit)
+
+    async def lag(self) -> dict[str, Any]:
+        report = await self.lag_monitor.report()
+        prom.update_lag(self.rt.metrics, report)
+        return report.as_dict(self.app_id)
+
+    async def access(self, headers: Mapping[str, str], remote: str | None) -> dict[str, Any]:
+        """What the caller's token opens (the dashboard asks once a token is entered)."""
+        payloads, admin = self.readers.allowed(headers), self.gate.accepts(headers)
+        if not (payloads or admin) and (headers.get(READ_HEADER) or headers.get(HEADER)):
+            log.warning("web: a token that opens nothing was tried from %s", remote or "?")
+        return {"payloads": payloads, "admin": admin, "admin_enabled": self.gate.enabled}
+
     # -- prometheus ----------------------------------------------------------------------
     async def metrics(self, accept: str | None) -> tuple[bytes, str]:
         prom.update_health(self.rt.metrics, self.rt.health)
+        prom.update_lag(self.rt.metrics, await self.lag_monitor.report())
         try:
             await self.sampler.latest(max_age_s=1.0)
         except params.ApiError as exc:
@@ -139,6 +173,7 @@ class WebApi:
             "event_types": {s: self.rt.registry.event_types(s) for s in self.ops.services},
             "admin_enabled": self.gate.enabled,
             "payloads_open": self.readers.open,
+            "ordered": [s for s in self.ops.services if self.rt.registry.route(s).ordered],
         }
 
     def _service(self, service: str | None) -> str:

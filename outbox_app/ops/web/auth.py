@@ -27,6 +27,11 @@ class AdminGate:
     def enabled(self) -> bool:
         return bool(self._token)
 
+    def accepts(self, headers: Mapping[str, str]) -> bool:
+        """True when the request carries the admin token; raises and logs nothing."""
+        given = headers.get(HEADER) or _bearer(headers.get("Authorization", ""))
+        return bool(self._token and given) and hmac.compare_digest(given.encode(), self._token)
+
     def check(self, headers: Mapping[str, str], remote: str | None) -> None:
         """Raise 403 when off or wrong, 401 when no token was sent."""
         if not self._token:

@@ -1,7 +1,10 @@
 """The dashboard page and its assets, served by the worker itself (no CDN).
 
 The page is a skeleton; ``static/dashboard.js`` fills it from the JSON endpoints and
-draws the charts with ``static/chart.js``, a small hand-written canvas line chart.
+draws the charts with ``static/chart.js``, a small hand-written canvas line chart;
+``static/dead.js`` lists dead letters, ``static/panels.js`` has the incident panels
+(health badge, failure groups, consumer lag, blocked keys), ``static/common.js`` what
+they share.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from typing import Any
 ASSETS = {
     "dashboard.css": "text/css",
     "chart.js": "text/javascript",
+    "common.js": "text/javascript",
+    "dead.js": "text/javascript",
+    "panels.js": "text/javascript",
     "dashboard.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
 }
+SCRIPTS = ("chart.js", "common.js", "dead.js", "panels.js", "dashboard.js")  # in load order
 
 # Everything from this origin only: a stray CDN reference would simply fail to load.
 SECURITY_HEADERS = {
@@ -43,11 +50,14 @@ PAGE = """<!doctype html>
 <header class="top">
   <div class="brand"><span class="logo" aria-hidden="true"></span>
     <div><h1>Outbox</h1><p class="sub" id="app-id"></p></div></div>
+  <div class="worker-health" id="worker-health" data-state="unknown" role="status"
+    title="this worker's broker and database connections">checking the worker…</div>
   <div class="live" id="live" data-state="connecting"><span class="dot"></span>
     <span id="live-text">connecting…</span></div>
   <form class="admin" id="admin" autocomplete="off">
-    <label for="admin-token">Admin token</label>
-    <input id="admin-token" type="password" placeholder="to requeue" spellcheck="false">
+    <label for="admin-token">Token</label>
+    <input id="admin-token" type="password" placeholder="read or admin token"
+      spellcheck="false" title="the read token shows payloads; the admin token also requeues">
     <button type="submit" id="admin-use">Use</button>
     <button type="button" id="admin-forget" class="ghost" hidden>Forget</button>
   </form>
@@ -55,6 +65,22 @@ PAGE = """<!doctype html>
 <main>
   <section class="summary" id="summary" aria-label="All services"></section>
   <section class="services" id="services" aria-label="Services"></section>
+  <section class="panel groups" aria-labelledby="groups-title">
+    <div class="section-head"><h2 id="groups-title">Dead letters by failure</h2>
+      <p class="hint">Errors with their ids, numbers and quoted values masked; requeue a
+        group to replay every dead row that failed that way.</p></div>
+    <div id="groups-tables"></div>
+  </section>
+  <section class="panel lag" aria-labelledby="lag-title">
+    <div class="section-head"><h2 id="lag-title">Consumer lag</h2>
+      <p class="hint" id="lag-state" data-state="stale">asking the broker…</p></div>
+    <div class="lag-grid" id="lag-tables"></div>
+  </section>
+  <section class="panel blocked" id="blocked" aria-labelledby="blocked-title" hidden>
+    <div class="section-head"><h2 id="blocked-title">Blocked keys</h2>
+      <p class="hint">Ordered services: keys whose later rows wait for their head.</p></div>
+    <div id="blocked-tables"></div>
+  </section>
   <section class="dead-letters" aria-labelledby="dead-title">
     <div class="section-head"><h2 id="dead-title">Latest dead letters</h2>
       <p class="hint" id="dead-hint"></p></div>
@@ -65,8 +91,7 @@ PAGE = """<!doctype html>
 <noscript><p class="noscript">The dashboard needs JavaScript; the data is also at
 <a href="/outbox/stats/">/outbox/stats/</a>.</p></noscript>
 <script type="application/json" id="outbox-config">{config}</script>
-<script src="/outbox/static/chart.js"></script>
-<script src="/outbox/static/dashboard.js"></script>
+{scripts}
 </body>
 </html>
 """
@@ -77,7 +102,8 @@ def render_page(config: dict[str, Any]) -> str:
     data = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e")
     data = data.replace("&", "\\u0026")
     title = "".join(c for c in str(config.get("app_id", "")) if c.isalnum() or c in "-_.")
-    return PAGE.format(title=title or "dashboard", config=data)
+    scripts = "\n".join(f'<script src="/outbox/static/{name}"></script>' for name in SCRIPTS)
+    return PAGE.format(title=title or "dashboard", config=data, scripts=scripts)
 
 
 @cache

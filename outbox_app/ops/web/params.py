@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outbox_app.ops.operations import MAX_IDS, MAX_OFFSET, MAX_PAGE
+from outbox_app.ops.signatures import MAX_SIGNATURE_CHARS
 
 MAX_ID = 2**63 - 1  # BIGINT
 
@@ -74,14 +75,16 @@ def outbox_id(raw: str) -> int:
 
 @dataclass(frozen=True)
 class RequeueRequest:
-    """What ``POST /outbox/dead/requeue/`` asks for: ids, an event type, or all."""
+    """What ``POST /outbox/dead/requeue/`` asks for: ids, an event type, a failure
+    signature (one group of ``/outbox/dead/groups/``), or all."""
 
     service: str | None
     ids: list[int] | None
     event_type: str | None
+    signature: str | None = None
 
 
-SELECTORS = ("id", "ids", "all", "event_type")
+SELECTORS = ("id", "ids", "all", "event_type", "signature")
 
 
 def requeue_request(body: bytes) -> RequeueRequest:
@@ -104,8 +107,11 @@ def requeue_request(body: bytes) -> RequeueRequest:
         raise bad(f"give exactly one of {', '.join(SELECTORS)} (got {', '.join(given) or 'none'})")
     service = _optional_str(doc, "service")
     event_type = _optional_str(doc, "event_type")
+    signature = _optional_str(doc, "signature")
     if service is None and event_type is None:
         raise bad("service is required (it may be left out only with event_type)")
+    if signature is not None and len(signature) > MAX_SIGNATURE_CHARS:
+        raise bad(f"signature must be at most {MAX_SIGNATURE_CHARS} characters")
     ids: list[int] | None = None
     if "id" in given:
         ids = [_json_id(doc["id"])]
@@ -113,7 +119,7 @@ def requeue_request(body: bytes) -> RequeueRequest:
         ids = _json_ids(doc["ids"])
     elif "all" in given and doc["all"] is not True:
         raise bad(f"all must be true, got {doc['all']!r}")
-    return RequeueRequest(service, ids, event_type)
+    return RequeueRequest(service, ids, event_type, signature)
 
 
 def _optional_str(doc: Mapping[str, Any], name: str) -> str | None:

@@ -9,6 +9,7 @@ from prometheus_client.exposition import choose_encoder
 
 from outbox_app.records import Status
 from outbox_app.worker.health import Health
+from outbox_app.worker.lag import LagReport
 from outbox_app.worker.metrics import Metrics
 
 
@@ -52,6 +53,17 @@ def update_gauges(metrics: Metrics, stats: dict[str, Any]) -> None:
             metrics.blocked_keys.labels(service).set(counts["blocked_keys"])
             blocked = counts["oldest_blocked_age_s"]
             metrics.oldest_blocked.labels(service).set(0.0 if blocked is None else blocked)
+
+
+def update_lag(metrics: Metrics, report: LagReport) -> None:
+    """The lag gauges from a fresh broker answer, and none while it is stale: as with the
+    row gauges, an absent series makes an alert fire, an old number would not."""
+    metrics.consumer_lag.clear()
+    if report.stale or report.snapshot is None:
+        return
+    for service, lag in report.snapshot.services.items():
+        for p in lag.partitions:
+            metrics.consumer_lag.labels(service, str(p.partition)).set(p.lag)
 
 
 def forget_gauges(metrics: Metrics) -> None:

@@ -8,6 +8,9 @@
 - ``POST /outbox/dead/requeue/``: needs the admin token (``X-Outbox-Admin-Token``)
 - ``POST /outbox/dead/skip/``: ordered services: a dead head skipped (admin token)
 - ``GET /outbox/blocked/?service=``: ordered keys waiting for their head
+- ``GET /outbox/dead/groups/?service=``: dead letters grouped by failure signature
+- ``GET /outbox/lag/``: consumer lag per partition, from the broker (cached)
+- ``GET /outbox/api/access/``: what the sent token opens (payloads, admin)
 - ``GET /metrics``: Prometheus
 
 Each view is thin: ``WebApi`` does the work, ``install`` binds it to one app.
@@ -95,6 +98,22 @@ class Blocked(OutboxView):
         return await self.answer(self.api.blocked(_query(request)))
 
 
+class DeadGroups(OutboxView):
+    async def get(self, request: Request) -> Response:
+        return await self.answer(self.api.dead_groups(_query(request)))
+
+
+class Lag(OutboxView):
+    async def get(self, request: Request) -> Response:
+        return await self.answer(self.api.lag())
+
+
+class Access(OutboxView):
+    async def get(self, request: Request) -> Response:
+        remote = getattr(request, "remote", None)
+        return await self.answer(self.api.access(_headers(request), remote))
+
+
 class Message(OutboxView):
     async def get(self, request: Request, service: str, outbox_id: str) -> Response:
         return await self.answer(self.api.message(service, outbox_id, _headers(request)))
@@ -127,7 +146,10 @@ ROUTES: list[tuple[str, type[View]]] = [
     ("/outbox/dead/", DeadLetters),
     ("/outbox/dead/requeue/", Requeue),
     ("/outbox/dead/skip/", Skip),
+    ("/outbox/dead/groups/", DeadGroups),
     ("/outbox/blocked/", Blocked),
+    ("/outbox/lag/", Lag),
+    ("/outbox/api/access/", Access),
     ("/outbox/messages/{service}/{outbox_id}/", Message),
     ("/metrics", PrometheusMetrics),
 ]
@@ -140,6 +162,11 @@ def install(app: faust.App, runtime: Runtime) -> WebApi:
         # A subclass per app, so two apps in one process never share an api.
         bound = type(view.__name__, (view,), {"api": api}) if issubclass(view, OutboxView) else view
         app.page(path, name=f"outbox.{view.__name__}")(bound)
+
+    async def close_api(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await api.close()  # the lag probe's Kafka clients
+
+    app.on_before_shutdown.connect(close_api)
     return api
 
 

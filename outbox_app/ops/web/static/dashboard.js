@@ -1,16 +1,20 @@
-/* The outbox dashboard: polls /outbox/api/series/ for counts and rates, draws a card
- * per service, and lists the latest dead letters with a requeue button that works
- * only once an admin token is entered (kept in sessionStorage, sent as a header).
- * Part of outbox-app (MIT licence, like the package). Text goes in with textContent
- * only: payloads and errors are user data.
+/* The outbox dashboard: polls /outbox/api/series/ for counts, rates, latencies and the
+ * worker's health, and draws a card per service with its charts. The other scripts:
+ * common.js (helpers, the token), dead.js (latest dead letters, the token form) and
+ * panels.js (health badge, failure groups, lag, blocked keys). Part of outbox-app (MIT
+ * licence, like the package). Text goes in with textContent only.
  */
 (function () {
   "use strict";
 
-  const cfg = JSON.parse(document.getElementById("outbox-config").textContent);
+  const { cfg, el, number, duration, getJSON } = window.Outbox;
+  const { panels, dead } = window.Outbox;
+  // "published" is one word here, as in the stats, the CLI and the metrics: sent to Kafka
+  // by the relay, waiting for its consumer.
+  const PUBLISHED_TIP = "sent to Kafka, waiting for its consumer";
   const STATUSES = [
     ["pending", "Pending"],
-    ["published", "In flight"],
+    ["published", "Published"],
     ["consumed", "Consumed"],
     ["dead", "Dead"],
   ];
@@ -21,77 +25,18 @@
     dead: "#ef4444",
     publish: "#6366f1",
     consume: "#10b981",
+    p50: "#0ea5e9",
+    p99: "#a855f7",
   };
   const WINDOW_S = 300;
   const POLL_MS = 1500;
-  const DEAD_REFRESH_MS = 10000;
-  const DEAD_LIMIT = 10;
-  const TOKEN_KEY = "outbox-admin-token";
-  const TOKEN_HEADER = "X-Outbox-Admin-Token";
 
-  const state = { since: 0, points: [], now: 0, cards: {}, dead: {}, polls: 0 };
-
-  // -- small DOM helpers --------------------------------------------------------------
-  function el(tag, props, children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (v === undefined || v === null) continue;
-      if (k === "text") node.textContent = v;
-      else if (k === "class") node.className = v;
-      else if (k.startsWith("data-")) node.dataset[camel(k.slice(5))] = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v);
-    }
-    for (const child of children || []) if (child) node.append(child);
-    return node;
-  }
-
-  function camel(s) {
-    return s.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-  }
-
-  function number(n) {
-    return Number(n).toLocaleString("en-US");
-  }
-
-  function duration(s) {
-    if (s === null || s === undefined) return "—";
-    if (s < 10) return `${s.toFixed(1)}s`;
-    if (s < 60) return `${Math.round(s)}s`;
-    if (s < 3600) return `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
-    if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-    return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-  }
-
-  function ago(iso) {
-    if (!iso) return "—";
-    const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-    return `${duration(s)} ago`;
-  }
-
-  function toast(message, kind) {
-    const t = document.getElementById("toast");
-    t.textContent = message;
-    t.dataset.kind = kind || "info";
-    t.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => (t.hidden = true), 5000);
-  }
-
-  async function getJSON(url, options) {
-    const response = await fetch(url, Object.assign({ cache: "no-store" }, options));
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = new Error(body.error || `HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
-  }
+  const state = { since: 0, points: [], now: 0, cards: {}, polls: 0 };
 
   // -- layout -------------------------------------------------------------------------
   function tile(service, status, label) {
-    return el("div", { class: `tile ${status}` }, [
+    const tip = status === "published" ? PUBLISHED_TIP : undefined;
+    return el("div", { class: `tile ${status}`, title: tip }, [
       el("span", { class: "tile-label", text: label }),
       el("span", {
         class: "tile-value",
@@ -105,8 +50,8 @@
     return el(
       "ul",
       { class: "legend" },
-      items.map(([key, label, color]) =>
-        el("li", {}, [
+      items.map(([key, label, tip]) =>
+        el("li", { title: tip }, [
           el("span", { class: `swatch swatch-${key}` }),
           el("span", { text: label }),
           el("strong", { "data-legend": key, text: "–" }),
@@ -128,13 +73,23 @@
 
   function buildCard(service) {
     const rates = chartBox("Throughput · events/s", `chart-rate-${service}`, [
-      ["publish", "published", COLORS.publish],
-      ["consume", "consumed", COLORS.consume],
+      ["published_rate", "published/s", "rows sent to Kafka by the relay, per second"],
+      ["consume_rate", "consumed/s"],
     ]);
     const backlog = chartBox("Backlog · rows", `chart-backlog-${service}`, [
-      ["pending", "pending", COLORS.pending],
-      ["published", "in flight", COLORS.published],
+      ["pending", "pending"],
+      ["published", "published", PUBLISHED_TIP],
     ]);
+    // Percentiles of what this worker's consumers handled since the previous sample:
+    // another worker of the group has its own.
+    const latency = chartBox(
+      "End-to-end latency · ms · this worker's consumers",
+      `chart-latency-${service}`,
+      [
+        ["latency_p50_ms", "p50", "row created → handler committed, median"],
+        ["latency_p99_ms", "p99"],
+      ]
+    );
     const card = el("article", { class: "card", "data-service": service }, [
       el("header", { class: "card-head" }, [
         el("div", {}, [
@@ -152,7 +107,7 @@
         el("span", { text: "Oldest pending " }),
         el("strong", { "data-oldest": service, text: "—" }),
       ]),
-      el("div", { class: "charts" }, [rates.node, backlog.node]),
+      el("div", { class: "charts" }, [rates.node, backlog.node, latency.node]),
     ]);
     state.cards[service] = {
       card,
@@ -161,14 +116,21 @@
         // Consumed first and published dashed on top: in steady state they coincide.
         series: [
           { key: "consume_rate", label: "consumed/s", color: COLORS.consume, fill: true },
-          { key: "publish_rate", label: "published/s", color: COLORS.publish, dash: [5, 4] },
+          { key: "published_rate", label: "published/s", color: COLORS.publish, dash: [5, 4] },
         ],
       }),
       backlogChart: new LineChart(backlog.canvas, {
         windowS: WINDOW_S,
         series: [
           { key: "pending", label: "pending", color: COLORS.pending, fill: true },
-          { key: "published", label: "in flight", color: COLORS.published },
+          { key: "published", label: "published", color: COLORS.published },
+        ],
+      }),
+      latencyChart: new LineChart(latency.canvas, {
+        windowS: WINDOW_S,
+        series: [
+          { key: "latency_p50_ms", label: "p50 ms", color: COLORS.p50, fill: true },
+          { key: "latency_p99_ms", label: "p99 ms", color: COLORS.p99 },
         ],
       }),
     };
@@ -184,48 +146,6 @@
         el("span", { class: "tile-value", "data-oldest": "all", text: "—" }),
       ])
     );
-  }
-
-  function buildDeadSection(service) {
-    const section = el("div", { class: "dead-service", "data-dead-service": service }, [
-      el("div", { class: "dead-head" }, [
-        el("h3", {}, [
-          el("span", { text: service }),
-          el("span", { class: "pill", "data-dead-count": service, text: "0" }),
-        ]),
-        el("div", { class: "dead-actions" }, [
-          el("button", {
-            type: "button",
-            class: "admin-only",
-            "data-requeue-selected": service,
-            text: "Requeue selected",
-            onclick: () => requeueSelected(service),
-          }),
-          el("button", {
-            type: "button",
-            class: "admin-only danger",
-            "data-requeue-all": service,
-            text: "Requeue all dead",
-            onclick: () => requeueAll(service),
-          }),
-        ]),
-      ]),
-      el("div", { class: "table-wrap" }, [
-        el("table", { class: "dead-table" }, [
-          el("thead", {}, [
-            el(
-              "tr",
-              {},
-              ["", "id", "event type", "key", "attempts", "died", "last error"].map((h) =>
-                el("th", { text: h })
-              )
-            ),
-          ]),
-          el("tbody", { "data-dead-rows": service }),
-        ]),
-      ]),
-    ]);
-    return section;
   }
 
   // -- live data ----------------------------------------------------------------------
@@ -280,16 +200,26 @@
       const card = state.cards[service];
       card.rateChart.setData(series, state.now);
       card.backlogChart.setData(series, state.now);
-      const last = series.length ? series[series.length - 1] : {};
+      card.latencyChart.setData(series, state.now);
       const legendValue = (key, v) => {
         const node = card.card.querySelector(`[data-legend="${key}"]`);
         node.textContent = typeof v === "number" ? LineChart.formatValue(v) : "–";
+        node.dataset.value = typeof v === "number" ? String(v) : "";
       };
-      legendValue("publish", last.publish_rate);
-      legendValue("consume", last.consume_rate);
+      // The newest value there is: a sample in which nothing was consumed has none.
+      const latest = (key) => {
+        for (let i = series.length - 1; i >= 0; i--) {
+          if (typeof series[i][key] === "number") return series[i][key];
+        }
+        return null;
+      };
+      for (const key of ["published_rate", "consume_rate", "latency_p50_ms", "latency_p99_ms"]) {
+        legendValue(key, latest(key));
+      }
       legendValue("pending", counts.pending);
       legendValue("published", counts.published);
-      maybeRefreshDead(service, counts.dead);
+      dead.maybeRefreshDead(service, counts.dead);
+      panels.maybeRefreshGroups(service, counts.dead);
     }
     for (const [s] of STATUSES) setCount(`all:${s}`, totals[s]);
     document.querySelector('[data-oldest="all"]').textContent = duration(oldest);
@@ -305,147 +235,16 @@
       merge(doc.points);
       if (doc.points.length) state.since = doc.points[doc.points.length - 1].t;
       render(doc);
+      panels.renderHealth(doc.health, doc.now);
       state.polls += 1;
       document.body.dataset.polls = String(state.polls);
       setLive(true);
     } catch (err) {
       setLive(false, err.message);
+      panels.unknownHealth(err.message);
     } finally {
       setTimeout(poll, POLL_MS);
     }
-  }
-
-  // -- dead letters -------------------------------------------------------------------
-  function maybeRefreshDead(service, count) {
-    const known = state.dead[service] || { count: -1, at: 0 };
-    if (known.count === count && Date.now() - known.at < DEAD_REFRESH_MS) return;
-    state.dead[service] = { count, at: Date.now() };
-    document.querySelector(`[data-dead-count="${service}"]`).textContent = number(count);
-    loadDead(service);
-  }
-
-  async function loadDead(service) {
-    const tbody = document.querySelector(`[data-dead-rows="${service}"]`);
-    let page;
-    try {
-      page = await getJSON(
-        `/outbox/dead/?service=${encodeURIComponent(service)}&limit=${DEAD_LIMIT}`
-      );
-    } catch (err) {
-      return;
-    }
-    tbody.replaceChildren();
-    if (!page.items.length) {
-      tbody.append(
-        el("tr", { class: "empty" }, [el("td", { colspan: "7", text: "No dead letters." })])
-      );
-    }
-    for (const item of page.items) {
-      const details = el("tr", { class: "details", hidden: "" }, [
-        el("td", { colspan: "7" }, [
-          el("pre", { text: JSON.stringify(item.payload, null, 2) }),
-          el("p", { class: "full-error", text: item.last_error || "" }),
-        ]),
-      ]);
-      const row = el("tr", { class: "dead-row", "data-dead-id": String(item.id) }, [
-        el("td", {}, [
-          el("input", { type: "checkbox", "aria-label": `select ${item.id}`, value: item.id }),
-        ]),
-        el("td", {}, [
-          el("a", {
-            href: `/outbox/messages/${encodeURIComponent(service)}/${item.id}/`,
-            text: String(item.id),
-          }),
-        ]),
-        el("td", { class: "mono", text: item.event_type }),
-        el("td", { class: "mono", text: item.key || "—" }),
-        el("td", { class: "num", text: `${item.attempts}/${item.max_retry}` }),
-        el("td", { text: ago(item.updated_at), title: item.updated_at }),
-        el("td", { class: "error", text: item.last_error || "", title: "click for details" }),
-      ]);
-      row.addEventListener("click", (e) => {
-        if (e.target.closest("input, a")) return;
-        details.hidden = !details.hidden;
-      });
-      tbody.append(row, details);
-    }
-    if (page.next_offset !== null) {
-      tbody.append(
-        el("tr", { class: "more" }, [
-          el("td", {
-            colspan: "7",
-            text: `Showing the latest ${page.items.length}: more at /outbox/dead/?service=${service}&offset=${page.next_offset}`,
-          }),
-        ])
-      );
-    }
-    updateAdmin();
-  }
-
-  // -- admin --------------------------------------------------------------------------
-  function token() {
-    return sessionStorage.getItem(TOKEN_KEY) || "";
-  }
-
-  function updateAdmin() {
-    const usable = cfg.admin_enabled && token() !== "";
-    for (const b of document.querySelectorAll(".admin-only")) b.disabled = !usable;
-    document.getElementById("admin-forget").hidden = token() === "";
-    document.getElementById("admin-token").disabled = !cfg.admin_enabled;
-    document.getElementById("admin-use").disabled = !cfg.admin_enabled;
-    document.getElementById("dead-hint").textContent = !cfg.admin_enabled
-      ? "Requeue is off on this worker: OUTBOX_ADMIN_TOKEN is not set."
-      : usable
-        ? "Admin token in use for this tab. Requeued rows go back to pending with a fresh attempt budget."
-        : "Enter the admin token above to requeue.";
-  }
-
-  async function requeue(service, body, what) {
-    try {
-      const doc = await getJSON("/outbox/dead/requeue/", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", [TOKEN_HEADER]: token() },
-        body: JSON.stringify(Object.assign({ service }, body)),
-      });
-      toast(`Requeued ${doc.count} ${what} of ${service}.`, "ok");
-    } catch (err) {
-      toast(`Requeue refused: ${err.message}`, "error");
-    }
-    state.dead[service] = { count: -1, at: 0 };
-  }
-
-  function requeueSelected(service) {
-    const boxes = document.querySelectorAll(
-      `[data-dead-rows="${service}"] input[type=checkbox]:checked`
-    );
-    const ids = Array.from(boxes, (b) => Number(b.value));
-    if (!ids.length) {
-      toast("Select dead letters first.", "info");
-      return;
-    }
-    requeue(service, { ids }, ids.length === 1 ? "row" : "rows");
-  }
-
-  function requeueAll(service) {
-    if (!confirm(`Requeue every dead letter of ${service}?`)) return;
-    requeue(service, { all: true }, "rows");
-  }
-
-  function setUpAdmin() {
-    document.getElementById("admin").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const input = document.getElementById("admin-token");
-      if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value);
-      input.value = "";
-      input.placeholder = "token set";
-      updateAdmin();
-    });
-    document.getElementById("admin-forget").addEventListener("click", () => {
-      sessionStorage.removeItem(TOKEN_KEY);
-      document.getElementById("admin-token").placeholder = "to requeue";
-      updateAdmin();
-    });
-    if (token()) document.getElementById("admin-token").placeholder = "token set";
   }
 
   // -- start --------------------------------------------------------------------------
@@ -456,9 +255,11 @@
   const deadTables = document.getElementById("dead-tables");
   for (const service of cfg.services) {
     cards.append(buildCard(service));
-    deadTables.append(buildDeadSection(service));
+    deadTables.append(dead.buildDeadSection(service));
   }
-  setUpAdmin();
-  updateAdmin();
+  panels.start();
+  dead.setUpAdmin();
+  dead.updateAdmin();
+  window.Outbox.checkAccess();
   poll();
 })();
