@@ -102,3 +102,34 @@ def test_decode_names_what_is_wrong(value, message):
 def test_a_broken_stored_payload_still_identifies_its_row():
     env = decode(encode(row(payload="{oops"))[1], "agent")
     assert env.outbox_id == 42
+
+
+@pytest.mark.parametrize(
+    ("event_type", "key"),
+    [
+        ("chat_history.persist", "k-1"),
+        ('odd."quoted"\\type', None),
+        ("unicode.événement", "clé/日本語\u2028\x00\x1f"),
+        ("t", ""),
+    ],
+)
+def test_the_hand_built_head_is_byte_for_byte_what_json_dumps_gives(
+    event_type: str, key: str | None
+) -> None:
+    r = row(key=key)
+    r = OutboxRow(**{**r.__dict__, "event_type": event_type})
+    _, value, _ = encode(r)
+    expected_head = json.dumps(
+        {
+            "v": 1,
+            "outbox_id": r.id,
+            "event_type": event_type,
+            "service": r.service_name,
+            "key": key,
+            "attempt": r.retry_count + 1,
+            "created_at": "2026-11-22T08:00:00.123456Z",
+        },
+        separators=(",", ":"),
+    )
+    assert value == f'{expected_head[:-1]},"payload":{r.payload}}}'.encode()
+    assert json.loads(value)["key"] == key and json.loads(value)["event_type"] == event_type

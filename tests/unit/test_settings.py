@@ -24,6 +24,9 @@ def test_bad_values_name_the_variable():
         Settings.from_env({"OUTBOX_WEB_PORT": "many"})
     with pytest.raises(ConfigurationError, match="OUTBOX_RELAY_BATCH must be at least 1"):
         Settings.from_env({"OUTBOX_RELAY_BATCH": "0"})
+    with pytest.raises(ConfigurationError, match="OUTBOX_ROLES must name relay, consume"):
+        Settings.from_env({"OUTBOX_ROLES": "relay,publish"})
+    assert Settings.from_env({"OUTBOX_ROLES": "consume"}).roles == ("consume",)
 
 
 def test_password_and_token_are_never_shown():

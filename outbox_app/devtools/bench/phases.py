@@ -51,13 +51,15 @@ class Outbox:
         event_type: str = EVENT,
         keys: int = KEYS,
         effects: str = "chat_history",
+        prefix: str = "",
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.progress = progress
         self.service, self.event_type, self.keys, self.effects = service, event_type, keys, effects
         self.table = outbox_table(registry.route(service))
-        self.topic = registry.route(service).topic
+        self.prefix = prefix
+        self.topic = prefix + registry.route(service).topic
 
     def with_keys(self, keys: int) -> Outbox:
         """The same service, its events spread over ``keys`` keys."""
@@ -69,6 +71,7 @@ class Outbox:
             self.event_type,
             keys,
             self.effects,
+            self.prefix,
         )
 
     def payload(self, i: int) -> dict[str, Any]:

@@ -99,13 +99,20 @@ def run(cfg: BenchConfig) -> BenchResult:
         partitions=cfg.partitions,
     )
     workers = Workers(tmp, cfg.timeout)
+    prefix = f"{workers.app_id}."
     with bench_database(cfg.database_url) as url, bench_broker(cfg, tmp) as (broker_url, env):
-        env = {**env, "OUTBOX_TOPIC_PARTITIONS": str(cfg.partitions)}
+        # Topics of this run only: a broker given by --broker-url keeps earlier runs'
+        # records, whose outbox ids a fresh database hands out again.
+        env = {
+            **env,
+            "OUTBOX_TOPIC_PARTITIONS": str(cfg.partitions),
+            "OUTBOX_TOPIC_PREFIX": prefix,
+        }
         engine = make_engine(url, pool_size=8)
         own = OwnStatements(engine)
         try:
             create_schema(engine, registry.routes(), registry.metadata)
-            outbox = Outbox(engine, registry, progress)
+            outbox = Outbox(engine, registry, progress, prefix=prefix)
             limits(cfg, result, engine, broker_url, env, progress)
             result.write_tps = outbox.write(cfg.write_tx)
             progress.done("write", f"{result.write_tps:.0f} business tx/s via publish()")
@@ -130,12 +137,12 @@ def run(cfg: BenchConfig) -> BenchResult:
             )
             bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
             live_phases(cfg, result, outbox, workers, progress, bootstrap)
-            ordered_phases(cfg, result, engine, registry, workers, progress)
+            ordered_phases(cfg, result, engine, registry, workers, progress, prefix)
             scale_phases(cfg, result, outbox, workers, url, env, progress)
             lost, doubled = outbox.verify()
             o_lost, o_doubled = Outbox(
                 engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
-                effects="bench_ordered_effects",
+                effects="bench_ordered_effects", prefix=prefix,
             ).verify()  # fmt: skip
             result.lost, result.doubled = lost + o_lost, doubled + o_doubled
         finally:
@@ -208,10 +215,11 @@ def ordered_phases(
     registry: Registry,
     workers: Workers,
     progress: Progress,
+    prefix: str,
 ) -> None:
     ordered = Outbox(
         engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
-        effects="bench_ordered_effects",
+        effects="bench_ordered_effects", prefix=prefix,
     )  # fmt: skip
     many, few = (ordered.with_keys(k) for k in ORDERED_KEYS)
     result.ordered_drain_eps = many.drain(cfg.n, workers)
