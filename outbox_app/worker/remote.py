@@ -40,7 +40,14 @@ async def run_remote_work(rt: Runtime, store: OutboxStore, outcome: BatchOutcome
         log.warning("consumer %s: outbox id %d: %s", service, row_id, reason)
     what = f"consumer {service}: marking remote work"
     if ok:
-        await until_the_database_answers(rt, what, store.mark_consumed, ok, counted=outcome.counted)
+        # On an ordered service a row with remote work held back its key's later rows
+        # (parked behind it): finishing it releases them, in the same transaction.
+        done = set(ok)
+        keys = [w.event.key for w in work if w.event.outbox_id in done and w.event.key]
+        release = keys if store.route.ordered else []
+        await until_the_database_answers(
+            rt, what, store.mark_consumed, ok, counted=outcome.counted, release=release
+        )
         outcome.consumed.extend(ok)
     if failed:
         res = await until_the_database_answers(

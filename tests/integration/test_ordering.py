@@ -226,3 +226,35 @@ def test_events_without_a_key_are_not_ordered(runtime: Runtime) -> None:
         other = publish(session, "ord.step", {"seq": 2}, registry=runtime.registry)
     out = deliver(runtime, [fails, other])
     assert fails in out.failed and out.consumed == [other] and out.parked == []
+
+
+def test_a_head_with_remote_work_releases_its_key_once_the_remote_work_succeeded(
+    runtime: Runtime,
+) -> None:
+    """A row with ``after_commit`` is finished only after its batch: marking it consumed
+    then must release the rows of its key parked behind it (no wait for maintenance)."""
+    from outbox_app.context import Event
+    from outbox_app.worker.consumer import ServiceConsumer
+
+    sent: list[int] = []
+
+    async def notify(event: Event, result: object) -> None:
+        sent.append(event.outbox_id)
+
+    @runtime.registry.handler("ord.remote", service="ord", after_commit=notify)
+    def remote(ctx: HandlerContext) -> None:
+        ctx.insert(steps, outbox_id=ctx.event.outbox_id, stream="K", seq=ctx.payload["seq"])
+
+    with Session(runtime.engine) as session, session.begin():
+        head = publish(session, "ord.remote", {"seq": 1}, key="K", registry=runtime.registry)
+    (later,) = publish_steps(runtime, [("K", {"seq": 2})])
+    ids = relay_round(runtime)
+    store = runtime.stores["ord"]
+    records = [encode(r)[1] for i in ids if (r := store.get(i)) is not None]
+    out = asyncio.run(ServiceConsumer(runtime, "ord").handle(records))  # type: ignore[arg-type]
+    assert sent == [head] and out.consumed == [head] and out.parked == [later]
+    assert status(runtime, head) is Status.CONSUMED
+    assert status(runtime, later) is Status.PENDING  # released, due now
+    assert relay_round(runtime) == [later]
+    assert deliver(runtime, [later]).consumed == [later]
+    assert effects(runtime, "K") == [1, 2]
