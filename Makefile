@@ -47,4 +47,4 @@ soak: system-deps install
 	$(BIN)/outbox-app soak
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache outbox.sqlite3*
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache outbox.sqlite3* outbox-dev.sqlite3*

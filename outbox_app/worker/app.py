@@ -26,7 +26,7 @@ from outbox_app.worker.compat.log_noise import (
 )
 from outbox_app.worker.compat.producer import aiokafka_producer
 from outbox_app.worker.compat.supervisor import AgentSupervisor
-from outbox_app.worker.compat.transport import Transport
+from outbox_app.worker.compat.transport import OutboxTransportApp
 from outbox_app.worker.consumer import ServiceConsumer
 from outbox_app.worker.kafka import BrokerRefused, KafkaAccess, wait_for_broker
 from outbox_app.worker.maintenance import Maintenance
@@ -38,7 +38,7 @@ from outbox_app.worker.topics import TopicAdmin, TopicCreationRefused, TopicGuar
 log = logging.getLogger(__name__)
 
 
-class OutboxApp(faust.App):
+class OutboxApp(OutboxTransportApp, faust.App):
     """A Faust app that owns an outbox runtime and uses the outbox Kafka transport."""
 
     runtime: Runtime
@@ -46,10 +46,6 @@ class OutboxApp(faust.App):
     topic_admin: TopicAdmin
     topic_plan: TopicPlan
     topic_guard: TopicGuard
-    fetch_max_wait_ms: int = 50
-
-    def _new_transport(self) -> Any:
-        return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         """Before Faust starts its Kafka clients: the database (tables), the broker, the

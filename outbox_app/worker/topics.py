@@ -73,7 +73,7 @@ class TopicAdmin:
 
     async def brokers(self) -> int:
         admin = await self.client()
-        return len(admin._client.cluster.brokers())
+        return len((await admin.describe_cluster())["brokers"])
 
     async def create(self, topics: list[str], partitions: int, replication: int) -> list[str]:
         """Create the topics; returns those created (an existing one is not an error)."""

@@ -121,3 +121,20 @@ def test_log_noise_aiokafka_still_fails_the_drain_waiter_of_a_failed_batch() -> 
         (ValueError, ValueError("x"), None),
     )
     assert log_noise.DrainWaiterFilter().filter(mine)  # anything else is still logged
+
+
+def test_transport_faust_builds_its_transport_and_consumer_thread_through_the_hooks() -> None:
+    import faust
+
+    from outbox_app.worker.compat.transport import OutboxTransportApp, Transport
+
+    class App(OutboxTransportApp, faust.App):
+        pass
+
+    app = App("compat-canary", broker="kafka://127.0.0.1:1", autodiscover=False)
+    assert isinstance(app.transport, Transport)  # Faust asked App._new_transport for it
+    assert "self._new_transport()" in inspect.getsource(faust.App)
+    # ... and the driver's consumer asks _new_consumer_thread for its thread
+    assert hasattr(faust_aiokafka.Consumer, "_new_consumer_thread")
+    delegate = inspect.getsource(faust_consumer.ThreadDelegateConsumer.__init__)
+    assert "self._thread = self._new_consumer_thread()" in delegate

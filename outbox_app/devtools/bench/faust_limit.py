@@ -20,15 +20,12 @@ import faust
 from outbox_app.settings import Settings
 from outbox_app.worker.app import faust_options
 from outbox_app.worker.batching import run_batches
-from outbox_app.worker.compat.transport import Transport
+from outbox_app.worker.compat.transport import OutboxTransportApp
 from outbox_app.worker.kafka import KafkaAccess
 
 
-class EmptyApp(faust.App):
-    fetch_max_wait_ms: int = 50
-
-    def _new_transport(self) -> Any:
-        return Transport(self.conf.broker_consumer, self)
+class EmptyApp(OutboxTransportApp, faust.App):
+    """An app with the worker's transport and nothing else."""
 
 
 def main(topic: str, n: int) -> None:
