@@ -85,7 +85,7 @@ def add_commands(sub: Any) -> None:
     _json_arg(p)
     p.set_defaults(func=cmd_blocked)
 
-    # ``outbox-app requeue ...`` is the same command, as DESIGN lists it.
+    # ``outbox-app requeue ...`` is the same command, a shorter spelling of ``dead requeue``.
     p = sub.add_parser("requeue", help="same as `dead requeue`")
     _requeue_args(p)
 
