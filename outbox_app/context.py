@@ -56,7 +56,15 @@ class HandlerSession(Session):
     """The session a handler gets: a SQLAlchemy ``Session`` inside the transaction that
     holds the outbox row's lock, except that it cannot be committed, rolled back or
     closed: the consumer commits the handler's writes together with the row's new status
-    (a handler's own commit would keep its writes while the row is retried)."""
+    (a handler's own commit would keep its writes while the row is retried).
+
+    ``publish()`` through it notes the service of each event (``published_to``), so that
+    once the batch commits this worker's relay of that service polls at once."""
+
+    @property
+    def published_to(self) -> set[str]:
+        noted: set[str] = self.info.setdefault("outbox_published_to", set())
+        return noted
 
     def commit(self) -> None:
         raise HandlerMisuse(

@@ -65,6 +65,7 @@ class BatchOutcome:
     counted: set[int] = field(default_factory=set)  # attempts counted when they started
     parked: list[int] = field(default_factory=list)  # ordered keys: waiting for an earlier row
     ran: list[int] = field(default_factory=list)  # rows whose handler was called
+    published_to: set[str] = field(default_factory=set)  # services handlers published to
 
 
 class _CountStarts(Exception):
@@ -166,6 +167,7 @@ class BatchHandling:
                             raise
                         raise _IsolateHandlers from exc
             finally:
+                out.published_to |= session.published_to
                 session.dispose()
             if gate is not None and self.order is not None:
                 finished = [k for i in out.consumed if (k := rows[i].message_key) is not None]
@@ -322,6 +324,7 @@ class BatchHandling:
                 )
                 return
         finally:
+            out.published_to |= session.published_to
             session.dispose()
         self._succeeded(spec, ctx.event, result, out)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Insert
 from sqlalchemy.orm import Session
 
+from outbox_app.context import HandlerSession
 from outbox_app.errors import ConfigurationError, InvalidEvent, WrongService
 from outbox_app.payloads import to_json
 from outbox_app.registry import Registry, default_registry
@@ -65,7 +66,10 @@ def publish(
     service the caller expects to publish through (``WrongService`` otherwise).
     """
     insert, params = new_row(event_type, payload, key, max_retry, registry, service, traceparent)
-    return inserted_id(session.execute(insert, params))
+    outbox_id = inserted_id(session.execute(insert, params))
+    if isinstance(session, HandlerSession):  # a handler's follow-up event: wake its relay
+        session.published_to.add((registry or default_registry).owner(event_type))
+    return outbox_id
 
 
 async def apublish(

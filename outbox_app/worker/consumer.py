@@ -72,6 +72,7 @@ class ServiceConsumer:
                 )
         outcome = await self._run_with_retry(envelopes) if envelopes else BatchOutcome()
         outcome.poison = poison
+        self.rt.wake_relays(outcome.published_to)  # committed: follow-ups go out now
         if outcome.remote:
             await run_remote_work(self.rt, self.store, outcome)
         self._observe(outcome)

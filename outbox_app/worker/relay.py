@@ -72,6 +72,17 @@ class Relay:
         self._next_poll = 0.0
         self._backoff = Backoff(0.5, 10.0)  # while the broker or the database is down
         self._paused_since: float | None = None
+        self._woken = False
+        runtime.relays[service] = self
+
+    def wake(self) -> None:
+        """Poll at the next tick (new rows were committed by this process); a relay
+        paused by an outage keeps its backoff. A wake during a round counts too: that
+        round's claim may have run before the commit."""
+        self._woken = True
+        if self._paused_since is None:
+            self._pause = 0.0
+            self._next_poll = 0.0
 
     async def run_once(self) -> int:
         """One complete round: returns how many rows were claimed (published or not)."""
@@ -171,6 +182,7 @@ class Relay:
                 rt.settings.relay_batch,
                 rt.settings.claim_lease,
             )
+        self._woken = False
         try:
             claimed = await self._rounds()
         except Exception as exc:  # noqa: BLE001 - the timer must survive anything
@@ -178,7 +190,7 @@ class Relay:
             return
         self._resumed()
         s = rt.settings
-        if claimed:
+        if claimed or self._woken:
             self._pause = 0.0
         else:
             self._pause = min(max(self._pause * 2, s.relay_interval), s.relay_idle_interval)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
 class Runtime:
     def __init__(self, settings: Settings, registry: Registry, services: list[str]) -> None:
         self.settings = settings
@@ -40,7 +44,17 @@ class Runtime:
         self.topics = {s: settings.topic_prefix + registry.route(s).topic for s in services}
         self.metrics = Metrics()
         self.health = Health()
+        # This worker's relays by service: a handler's follow-up events wake theirs.
+        self.relays: dict[str, Wakeable] = {}
         self._ready: asyncio.Event | None = None
+
+    def wake_relays(self, services: Iterable[str]) -> None:
+        """Rows of these services were just committed by this process: their relays here
+        poll at their next tick instead of after their idle pause."""
+        for service in services:
+            relay = self.relays.get(service)
+            if relay is not None:
+                relay.wake()
 
     @property
     def ready(self) -> asyncio.Event:

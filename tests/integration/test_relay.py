@@ -219,3 +219,51 @@ def test_a_mark_that_loses_a_deadlock_is_made_again(runtime: Runtime) -> None:
     assert asyncio.run(r.run_once()) == 3
     assert calls == [ids, ids]
     assert OutboxQueries(runtime.engine, runtime.registry.route("agent")).counts().published == 3
+
+
+def test_a_handlers_follow_up_event_wakes_this_workers_relay_after_the_commit(
+    db_url: str,
+) -> None:
+    """An idle relay polls seldom; a handler here that published a follow-up event
+    makes it poll at its next tick, once the batch committed."""
+    from outbox_app import HandlerContext
+    from outbox_app.envelope import encode
+    from outbox_app.worker.consumer import ServiceConsumer
+
+    reg = Registry()
+    reg.register_event("chat.persist", "agent")
+
+    @reg.handler("order.placed", service="shop")
+    def placed(ctx: HandlerContext) -> None:
+        ctx.publish("chat.persist", {"order": ctx.payload["n"]}, key="c")
+
+    settings = Settings(
+        database_url=db_url,
+        relay_interval=3600,  # after one empty poll, the next is an hour away
+        relay_idle_interval=3600,
+        backoff_jitter=0.0,
+        handler_modules=(),
+    )
+    rt = Runtime(settings, reg, ["agent", "shop"])
+    asyncio.run(rt.start())
+    try:
+        sender = Sender()
+        agent_relay = relay(rt, sender)
+        with Session(rt.engine) as session, session.begin():
+            order = publish(session, "order.placed", {"n": 1}, registry=reg)
+
+        async def scenario() -> None:
+            rt.ready.set()
+            await agent_relay.tick()  # nothing yet: the relay goes idle for an hour
+            await agent_relay.tick()
+            assert sender.sent == []  # idle: this tick did not poll
+            row = rt.stores["shop"].get(order)
+            assert row is not None
+            out = await ServiceConsumer(rt, "shop").handle([encode(row)[1]])
+            assert out.consumed == [order] and out.published_to == {"agent"}
+            await agent_relay.tick()  # woken: polls now
+
+        asyncio.run(scenario())
+        assert [doc["event_type"] for _, _, doc, _ in sender.sent] == ["chat.persist"]
+    finally:
+        rt.close()
