@@ -39,7 +39,8 @@ def encode(row: Delivery | OutboxRow) -> KafkaRecord:
     # (tests/unit/test_envelope.py checks it): a dict through the JSON encoder cost a
     # tenth of the relay's CPU. Strings go through json's own escaping.
     key_json = "null" if row.message_key is None else _string(row.message_key)
-    created = "null" if not row.created_at else f'"{rfc3339(row.created_at)}"'
+    created_at = rfc3339(row.created_at) if row.created_at else None
+    created = "null" if created_at is None else f'"{created_at}"'
     head = (
         f'{{"v":{VERSION},"outbox_id":{int(row.id)},"event_type":{_string(row.event_type)},'
         f'"service":{_string(row.service_name)},"key":{key_json},'
@@ -52,7 +53,7 @@ def encode(row: Delivery | OutboxRow) -> KafkaRecord:
         ("ce_id", f"{row.service_name}:{row.id}".encode()),
         ("ce_type", row.event_type.encode()),
         ("ce_source", f"outbox/{row.service_name}".encode()),
-        ("ce_time", rfc3339(row.created_at).encode()),  # when the business transaction wrote it
+        ("ce_time", (created_at or "").encode()),  # when the business transaction wrote it
         ("content-type", b"application/json"),
         ("traceparent", child_of(row.traceparent).encode()),
     ]
