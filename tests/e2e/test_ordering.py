@@ -109,6 +109,10 @@ def test_a_dead_head_is_listed_as_blocking_and_skipping_it_lets_the_key_go_on(
     )
     later = [publish_many(stack.engine, [("steps.step", {"seq": n}, "k")])[0] for n in (2, 3)]
     other = publish_many(stack.engine, [("steps.step", {"seq": 1}, "other")])
+    (head2,) = publish_many(
+        stack.engine, [("steps.step", {"seq": 1, "fail_attempts": 9}, "k2")], max_retry=1
+    )
+    publish_many(stack.engine, [("steps.step", {"seq": 2}, "k2")])
 
     def blocked() -> dict:  # type: ignore[type-arg]
         url = f"http://127.0.0.1:{port}/outbox/blocked/?service=steps"
@@ -118,8 +122,8 @@ def test_a_dead_head_is_listed_as_blocking_and_skipping_it_lets_the_key_go_on(
         except OSError:  # the web view is not up yet
             return {"items": []}
 
-    doc = wait_for(lambda: (d := blocked())["items"] and d, 90, "the key to be blocked")
-    (item,) = doc["items"]
+    doc = wait_for(lambda: len((d := blocked())["items"]) == 2 and d, 90, "both keys blocked")
+    (item,) = [i for i in doc["items"] if i["key"] == "k"]
     assert item["key"] == "k" and item["head"]["id"] == head and item["head"]["status"] == "dead"
     assert item["parked"] == 2 and "fails attempt 1" in item["head"]["last_error"]
     wait_for(lambda: all_consumed(stack.engine, "steps", 1), 60, "the other key, not delayed")
@@ -136,6 +140,15 @@ def test_a_dead_head_is_listed_as_blocking_and_skipping_it_lets_the_key_go_on(
     )
     assert cli.returncode == 0 and f"{head}" in cli.stdout and "dead" in cli.stdout, cli.stderr
 
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    wait_for(
+        lambda: 'outbox_blocked_keys{service="steps"} 2.0' in metrics(), 30, "the blocked gauge"
+    )
+    assert 'outbox_oldest_blocked_age_seconds{service="steps"}' in metrics()
+
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/outbox/dead/skip/",
         data=json.dumps({"service": "steps", "ids": [head]}).encode(),
@@ -145,7 +158,27 @@ def test_a_dead_head_is_listed_as_blocking_and_skipping_it_lets_the_key_go_on(
     with urllib.request.urlopen(request, timeout=10) as r:
         assert json.loads(r.read())["skipped"] == [head]
     wait_for(lambda: all_consumed(stack.engine, "steps", 3), 60, "the key to go on")
-    assert status_counts(stack.engine, "steps") == {"consumed": 3, "skipped": 1}
+    skip = subprocess.run(  # the other blocked key, from the command line
+        [
+            sys.executable,
+            "-m",
+            "outbox_app",
+            "dead",
+            "skip",
+            "--service",
+            "steps",
+            "--id",
+            str(head2),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert skip.returncode == 0 and str(head2) in skip.stdout, skip.stdout + skip.stderr
+    wait_for(lambda: all_consumed(stack.engine, "steps", 4), 60, "the second key to go on")
+    assert status_counts(stack.engine, "steps") == {"consumed": 4, "skipped": 2}
     with stack.engine.connect() as conn:
         seqs = conn.execute(
             select(step_effects.c.seq)
