@@ -137,6 +137,29 @@ def test_a_database_outage_longer_than_every_backoff_schedule_sends_nothing_dead
         stack.close()
 
 
+def test_a_worker_started_before_the_database_waits_for_it_then_works(
+    tmp_path: Path, broker: TestBroker, private_db: PrivateMariaDB
+) -> None:
+    stack = Stack(tmp_path, broker, private_db.admin_url + "outage")  # tables made first
+    try:
+        stack.engine.dispose()
+        assert private_db.proc is not None
+        private_db.proc.send_signal(signal.SIGTERM)  # the database is down at start-up
+        private_db.proc.wait(60)
+        worker = stack.worker("flaky", **SHORT_RETRIES)
+        wait_for(lambda: "waiting for the database" in worker.log(), 60, "the waiting line")
+        assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+        private_db.restart(crash=False)
+        ids = publish_many(stack.engine, flaky_ok(5), max_retry=3)
+        all_consumed_once(stack, ids, 120)
+        log = worker.log()
+        assert log.count("waiting for the database") == 1, log  # said once, not per retry
+        assert "schema ready" in log and "Traceback" not in log, log
+        assert "/outage" in log  # names the database it waits for
+    finally:
+        stack.close()
+
+
 def run_worker_until_exit(
     env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
