@@ -96,3 +96,30 @@ def test_untyped_payloads_are_plain_json() -> None:
         to_json({"x": {1, 2}})
     with pytest.raises(ValueError, match="not JSON"):
         coerce(None, "{broken")
+
+
+def test_a_strict_handler_refuses_unknown_fields_at_publish_and_a_lenient_one_drops_them() -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from outbox_app import InvalidEvent, Registry, publish
+    from outbox_app.schema import create_schema, outbox_table
+
+    reg = Registry()
+
+    @reg.handler("order.strict", service="orders", payload=Order, strict=True)
+    def strict(ctx: object) -> None: ...
+
+    @reg.handler("order.lenient", service="orders", payload=Order)
+    def lenient(ctx: object) -> None: ...
+
+    engine = create_engine("sqlite://")
+    create_schema(engine, reg.routes(), reg.metadata)
+    newer = {**ORDER, "gift_wrap": True}
+    with Session(engine) as session, session.begin():
+        with pytest.raises(InvalidEvent, match="order.strict.*gift_wrap"):
+            publish(session, "order.strict", newer, registry=reg)
+        publish(session, "order.lenient", newer, registry=reg)
+    with engine.connect() as conn:
+        (stored,) = conn.execute(outbox_table(reg.route("orders")).select()).all()
+    assert stored.event_type == "order.lenient" and "gift_wrap" not in stored.payload
