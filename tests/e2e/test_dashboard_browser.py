@@ -287,6 +287,32 @@ def group_counts(browser: Any) -> dict[str, int]:
     }
 
 
+def click(browser: Any, selector: str, what: str) -> None:
+    """Click the element matching ``selector``, found again if a panel's refresh replaced
+    it between finding and clicking."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def attempt() -> bool:
+        try:
+            browser.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(attempt, 10, what)
+
+
+def is_stale(element: Any) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 def dead_details(browser: Any, needle: str) -> str:
     """The expanded details of the first agent dead row whose error contains ``needle``
     (the table is redrawn now and then: expand again if needed)."""
@@ -487,9 +513,12 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         print(f"dashboard screenshot (incident): {incident_shot}")
         browser.set_window_size(1440, 2000)
 
-        browser.find_element(
-            By.CSS_SELECTOR, f'tr[data-dead-id="{rows["replay"]}"] input[type=checkbox]'
-        ).click()
+        selected = f'tr[data-dead-id="{rows["replay"]}"] input[type=checkbox]'
+        click(browser, selected, "a row")
+        # The list is redrawn every 10 s: a selection survives it.
+        drawn = browser.find_element(By.CSS_SELECTOR, selected)
+        wait_for(lambda: is_stale(drawn), 25, "the dead letters to be redrawn")
+        assert browser.find_element(By.CSS_SELECTOR, selected).is_selected()
         requeue.click()
         toast = browser.find_element(By.ID, "toast")
         wait_for(
@@ -505,9 +534,11 @@ def test_dashboard_renders_live_charts_and_matches_stats(
 
         # Requeue of one failure group from the page: its rows are consumed, the group
         # and the dead counts go down by three.
-        browser.find_element(
-            By.CSS_SELECTOR, f'tr.group-row[data-signature="{WEBHOOK}"] [data-requeue-group]'
-        ).click()
+        click(
+            browser,
+            f'tr.group-row[data-signature="{WEBHOOK}"] [data-requeue-group]',
+            "the group's requeue",
+        )
         assert WEBHOOK in accept_confirm(browser)
         wait_for(
             lambda: toast.is_displayed() and "Requeued 3 row(s) of agent" in toast.text,
@@ -533,9 +564,9 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         )
 
         # The blocked key's dead head, skipped from the page: the key goes on.
-        skip = browser.find_element(By.CSS_SELECTOR, f'{blocked_row} [data-skip-head="k-blocked"]')
-        assert skip.is_enabled()
-        skip.click()
+        skip_head = f'{blocked_row} [data-skip-head="k-blocked"]'
+        assert browser.find_element(By.CSS_SELECTOR, skip_head).is_enabled()
+        click(browser, skip_head, "the skip button")
         assert f"Skip #{rows['head']}?" in accept_confirm(browser)
         for row_id in rows["parked"]:
             wait_for(

@@ -72,6 +72,15 @@
     } catch (err) {
       return;
     }
+    // A refresh keeps what the operator selected and opened.
+    const checked = new Set(
+      Array.from(tbody.querySelectorAll("input[type=checkbox]:checked"), (c) => c.value)
+    );
+    const opened = new Set(
+      Array.from(tbody.querySelectorAll("tr.details:not([hidden])"), (d) =>
+        d.previousElementSibling ? d.previousElementSibling.dataset.deadId : ""
+      )
+    );
     tbody.replaceChildren();
     if (!page.items.length) {
       tbody.append(
@@ -79,7 +88,8 @@
       );
     }
     for (const item of page.items) {
-      const details = el("tr", { class: "details", hidden: "" }, [
+      const id = String(item.id);
+      const details = el("tr", { class: "details", hidden: opened.has(id) ? null : "" }, [
         el("td", { colspan: "7" }, [
           item.payload_hidden
             ? el("p", {
@@ -94,7 +104,12 @@
       ]);
       const row = el("tr", { class: "dead-row", "data-dead-id": String(item.id) }, [
         el("td", {}, [
-          el("input", { type: "checkbox", "aria-label": `select ${item.id}`, value: item.id }),
+          el("input", {
+            type: "checkbox",
+            "aria-label": `select ${item.id}`,
+            value: item.id,
+            checked: checked.has(id) ? "" : null,
+          }),
         ]),
         el("td", {}, [
           el("a", {
