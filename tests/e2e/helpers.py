@@ -24,6 +24,7 @@ from outbox_app.records import Status
 from outbox_app.schema import create_schema, outbox_table
 from outbox_app.store import OutboxStore
 from outbox_app.worker.topics import topic_partitions
+from tests.conftest import fresh_mariadb_database
 from tests.support import TestBroker, Worker, free_port, unique_prefix, wait_for, worker_env
 
 HANDLER_MODULES = ["handlers", "tests.e2e.flaky_handlers"]
@@ -219,3 +220,15 @@ def wait_status(stack: Stack, service: str, outbox_id: int, status: Status, time
     except AssertionError:
         print(stack.logs())
         raise
+
+
+@contextmanager
+def running_stack(tmp: Path, broker: TestBroker, database: str) -> Iterator[Stack]:
+    """A stack on a fresh database named after ``database``, closed and dropped after."""
+    url, drop = fresh_mariadb_database(database)
+    s = Stack(tmp, broker, url)
+    try:
+        yield s
+    finally:
+        s.close()
+        drop()

@@ -18,8 +18,7 @@ from sqlalchemy.engine import make_url
 
 from examples.fastapi_app.handlers import order_confirmations, orders
 from outbox_app import default_registry
-from tests.conftest import fresh_mariadb_database
-from tests.e2e.helpers import Stack
+from tests.e2e.helpers import Stack, running_stack
 from tests.support import ROOT, TestBroker, free_port, port_open, wait_for
 
 MODULES = "examples.fastapi_app.handlers"
@@ -28,13 +27,8 @@ MODULES = "examples.fastapi_app.handlers"
 @pytest.fixture
 def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
     default_registry.load_modules([MODULES])
-    url, drop = fresh_mariadb_database("outbox_fastapi")
-    s = Stack(tmp_path, broker, url)
-    try:
+    with running_stack(tmp_path, broker, "outbox_fastapi") as s:
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 def post(port: int, body: dict[str, object]) -> tuple[int, dict[str, object]]:

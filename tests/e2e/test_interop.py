@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from outbox_app.records import Status
-from tests.conftest import fresh_mariadb_database
-from tests.e2e.helpers import Stack, publish_many, wait_status
+from tests.e2e.helpers import Stack, publish_many, running_stack, wait_status
 from tests.support import TEST_BROKER, TestBroker
 
 pytestmark = [
@@ -30,13 +29,8 @@ HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "conten
 
 @pytest.fixture
 def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
-    url, drop = fresh_mariadb_database("outbox_interop")
-    s = Stack(tmp_path, broker, url)
-    try:
+    with running_stack(tmp_path, broker, "outbox_interop") as s:
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 def kcat_records(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:

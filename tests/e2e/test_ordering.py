@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import fresh_mariadb_database
 from tests.e2e.flaky_handlers import step_effects
-from tests.e2e.helpers import Stack, all_consumed, publish_many, status_counts
+from tests.e2e.helpers import Stack, all_consumed, publish_many, running_stack, status_counts
 from tests.support import TestBroker, wait_for
 
 STREAMS, STEPS = 24, 25
@@ -24,13 +23,8 @@ ENV = {"OUTBOX_RELAY_BATCH": "20", "OUTBOX_BACKOFF_CAP": "1", "OUTBOX_CLAIM_LEAS
 
 @pytest.fixture
 def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
-    url, drop = fresh_mariadb_database("outbox_order")
-    s = Stack(tmp_path, broker, url)
-    try:
+    with running_stack(tmp_path, broker, "outbox_order") as s:
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 def produce(stack: Stack, streams: list[int], done: threading.Event) -> None:

@@ -25,7 +25,14 @@ from outbox_app.devtools.soak.processes import PrivateMariaDB
 from outbox_app.records import Status
 from outbox_app.schema import create_schema
 from tests.conftest import MYSQL_ADMIN_URL, fresh_mariadb_database
-from tests.e2e.helpers import Stack, effects, publish_many, status_counts, wait_status
+from tests.e2e.helpers import (
+    Stack,
+    effects,
+    publish_many,
+    running_stack,
+    status_counts,
+    wait_status,
+)
 from tests.support import ROOT, TestBroker, unique_prefix, wait_for, worker_env
 
 # Backoff of at most 1 s and 3 attempts: an event's whole retry schedule is a few seconds,
@@ -35,13 +42,8 @@ SHORT_RETRIES = {"OUTBOX_BACKOFF_CAP": "1", "OUTBOX_CLAIM_LEASE": "6"}
 
 @pytest.fixture
 def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
-    url, drop = fresh_mariadb_database("outbox_outage")
-    s = Stack(tmp_path, broker, url)
-    try:
+    with running_stack(tmp_path, broker, "outbox_outage") as s:
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 def flaky_ok(n: int, start: int = 0) -> list[tuple[str, dict[str, int], str]]:

@@ -13,7 +13,6 @@ import pytest
 
 from outbox_app.envelope import encode
 from outbox_app.records import Status
-from tests.conftest import fresh_mariadb_database
 from tests.e2e.helpers import (
     Stack,
     all_consumed,
@@ -21,6 +20,7 @@ from tests.e2e.helpers import (
     envelope_ids,
     publish_many,
     read_topic,
+    running_stack,
     running_webhook,
     scalar,
     send_raw,
@@ -32,26 +32,16 @@ from tests.support import TestBroker, wait_for
 
 @pytest.fixture
 def stack(tmp_path: Path, broker: TestBroker) -> Iterator[Stack]:
-    url, drop = fresh_mariadb_database("outbox_e2e")
-    s = Stack(tmp_path, broker, url)
-    try:
+    with running_stack(tmp_path, broker, "outbox_e2e") as s:
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 @pytest.fixture(scope="module")
 def flaky(tmp_path_factory: pytest.TempPathFactory, broker: TestBroker) -> Iterator[Stack]:
     """One worker owning the ``flaky`` service, shared by the failure tests."""
-    url, drop = fresh_mariadb_database("outbox_e2e")
-    s = Stack(tmp_path_factory.mktemp("flaky"), broker, url)
-    s.worker("flaky")
-    try:
+    with running_stack(tmp_path_factory.mktemp("flaky"), broker, "outbox_e2e") as s:
+        s.worker("flaky")
         yield s
-    finally:
-        s.close()
-        drop()
 
 
 # -- the business handlers, exactly once ---------------------------------------------------
