@@ -211,6 +211,45 @@ const r = document.querySelector(arguments[0]).getBoundingClientRect();
 return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];
 """
 
+# One element's state, read in a single script turn: a panel's refresh cannot replace the
+# element between finding it and reading it, as it can between two WebDriver calls.
+LOOK_JS = """
+const el = document.querySelector(arguments[0]);
+if (!el) return null;
+const attrs = {};
+for (const a of el.attributes) attrs[a.name] = a.value;
+const style = getComputedStyle(el);
+return {
+  text: el.innerText, attrs,
+  enabled: !el.disabled, selected: !!el.checked,
+  displayed: !el.hidden && style.display !== 'none' && el.getClientRects().length > 0,
+  value: el.value === undefined ? null : String(el.value),
+};
+"""
+
+GROUPS_JS = """
+const out = {};
+for (const r of document.querySelectorAll('[data-groups-rows="agent"] tr.group-row')) {
+  out[r.dataset.signature] = Number(r.dataset.groupCount);
+}
+return out;
+"""
+
+
+def look(browser: Any, selector: str) -> dict[str, Any]:
+    """The element matching ``selector`` as it is now (text, attributes, enabled, selected,
+    displayed, value); an empty dict when there is none."""
+    return browser.execute_script(LOOK_JS, selector) or {}
+
+
+def text(browser: Any, selector: str) -> str:
+    return str(look(browser, selector).get("text", ""))
+
+
+def attr(browser: Any, selector: str, name: str) -> str | None:
+    return look(browser, selector).get("attrs", {}).get(name)
+
+
 CONSUMED_GREEN = (16, 185, 129)
 PENDING_AMBER = (245, 158, 11)
 P50_BLUE = (14, 165, 233)
@@ -279,12 +318,7 @@ def accept_confirm(browser: Any) -> str:
 
 
 def group_counts(browser: Any) -> dict[str, int]:
-    from selenium.webdriver.common.by import By
-
-    rows = browser.find_elements(By.CSS_SELECTOR, '[data-groups-rows="agent"] tr.group-row')
-    return {
-        r.get_attribute("data-signature"): int(r.get_attribute("data-group-count")) for r in rows
-    }
+    return dict(browser.execute_script(GROUPS_JS))
 
 
 def click(browser: Any, selector: str, what: str) -> None:
@@ -389,28 +423,17 @@ def test_dashboard_renders_live_charts_and_matches_stats(
                 60,
                 what,
             )
-        p50 = browser.find_element(
-            By.CSS_SELECTOR, '[data-service="agent"] [data-legend="latency_p50_ms"]'
-        )
-        p99 = browser.find_element(
-            By.CSS_SELECTOR, '[data-service="agent"] [data-legend="latency_p99_ms"]'
-        )
-        assert 0 < float(p50.get_attribute("data-value")) <= float(p99.get_attribute("data-value"))
-        assert "this worker's consumers" in browser.find_element(By.ID, "services").text
-        tile = browser.find_element(By.CSS_SELECTOR, ".tile.published")
-        assert tile.text.lower().startswith("published")
-        assert tile.get_attribute("title") == "sent to Kafka, waiting for its consumer"
-        assert "in flight" not in browser.find_element(By.TAG_NAME, "body").text.lower()
+        legend = '[data-service="agent"] [data-legend="latency_{}_ms"]'
+        p50 = float(attr(browser, legend.format("p50"), "data-value") or 0)
+        p99 = float(attr(browser, legend.format("p99"), "data-value") or 0)
+        assert 0 < p50 <= p99, (p50, p99)
+        assert "this worker's consumers" in text(browser, "#services")
+        tile = look(browser, ".tile.published")
+        assert tile["text"].lower().startswith("published")
+        assert tile["attrs"]["title"] == "sent to Kafka, waiting for its consumer"
+        assert "in flight" not in text(browser, "body").lower()
         wait_for(
-            lambda: (
-                int(
-                    browser.find_element(
-                        By.CSS_SELECTOR, '[data-count="all:consumed"]'
-                    ).get_attribute("data-value")
-                    or 0
-                )
-                > 50
-            ),
+            lambda: int(attr(browser, '[data-count="all:consumed"]', "data-value") or 0) > 50,
             60,
             "consumed counts to climb",
         )
@@ -418,9 +441,11 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         # The worker's health badge: green while broker and database answer; red, with
         # how long and why, when one does not (drawn by the page's own code from a health
         # document as the series sends it; the next poll draws the real one again).
-        badge = browser.find_element(By.ID, "worker-health")
-        wait_for(lambda: badge.get_attribute("data-state") == "ok", 30, "a green badge")
-        assert badge.text == "broker and database up"
+        def badge_ok() -> bool:
+            return attr(browser, "#worker-health", "data-state") == "ok"
+
+        wait_for(badge_ok, 30, "a green badge")
+        assert text(browser, "#worker-health") == "broker and database up"
         down = browser.execute_script(
             "const now = Date.now() / 1000;"
             "Outbox.panels.renderHealth({broker: {up: false, down_since: now - 42, "
@@ -434,36 +459,35 @@ def test_dashboard_renders_live_charts_and_matches_stats(
             "down",
             "rgb(220, 38, 38)",
         ]
-        wait_for(lambda: badge.get_attribute("data-state") == "ok", 10, "the real badge back")
+        wait_for(badge_ok, 10, "the real badge back")
 
         # Consumer lag, from the broker, for every served topic.
         wait_for(
-            lambda: browser.find_element(By.ID, "lag-state").get_attribute("data-state") == "fresh",
+            lambda: attr(browser, "#lag-state", "data-state") == "fresh",
             30,
             "a fresh lag answer",
         )
-        assert browser.find_element(By.ID, "lag-state").text.startswith("From the broker")
+        assert text(browser, "#lag-state").startswith("From the broker")
         for service in SERVICES:
-            rows_shown = browser.find_elements(By.CSS_SELECTOR, f'[data-lag-rows="{service}"] tr')
-            assert len(rows_shown) == 4, service  # OUTBOX_TOPIC_PARTITIONS
-            total = browser.find_element(By.CSS_SELECTOR, f'[data-lag-total="{service}"]')
-            assert int(total.get_attribute("data-value")) >= 0
+            rows_shown = browser.execute_script(
+                "return document.querySelectorAll(arguments[0]).length",
+                f'[data-lag-rows="{service}"] tr',
+            )
+            assert rows_shown == 4, service  # OUTBOX_TOPIC_PARTITIONS
+            assert int(attr(browser, f'[data-lag-total="{service}"]', "data-value") or -1) >= 0
 
         # Dead letters grouped by failure signature, without a token already.
         expected_groups = {ROBOTS: 2, WEBHOOK: 3, READ_ONLY: 1}
         wait_for(lambda: group_counts(browser) == expected_groups, 60, "the failure groups")
-        groups_text = browser.find_element(By.CSS_SELECTOR, '[data-groups-rows="agent"]').text
+        groups_text = text(browser, '[data-groups-rows="agent"]')
         assert ROBOTS in groups_text and WEBHOOK in groups_text
         # The blocked key of the ordered service, with its dead head.
         blocked_row = '[data-blocked-rows="steps"] tr[data-blocked-key="k-blocked"]'
-        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, blocked_row), 90, "a blocked key")
-        blocked = browser.find_element(By.CSS_SELECTOR, blocked_row)
-        assert blocked.get_attribute("data-head-id") == str(rows["head"])
-        assert "dead" in blocked.text and "fails attempt 1" in blocked.text
+        blocked = wait_for(lambda: look(browser, blocked_row), 90, "a blocked key")
+        assert blocked["attrs"]["data-head-id"] == str(rows["head"])
+        assert "dead" in blocked["text"] and "fails attempt 1" in blocked["text"]
         wait_for(
-            lambda: (
-                "2" in browser.find_element(By.CSS_SELECTOR, f"{blocked_row} td:nth-child(5)").text
-            ),
+            lambda: "2" in text(browser, f"{blocked_row} td:nth-child(5)"),
             30,
             "two parked rows",
         )
@@ -477,18 +501,20 @@ def test_dashboard_renders_live_charts_and_matches_stats(
             60,
             "six dead letters in the agent table",
         )
-        table = browser.find_element(By.CSS_SELECTOR, '[data-dead-rows="agent"]').text
+        table = text(browser, '[data-dead-rows="agent"]')
         assert "must be one of user, assistant, system, tool, got 'robot'" in table
         assert "read-only" in table
         hidden = wait_for(lambda: dead_details(browser, "got 'robot'"), 10, "a row's details")
         assert "Payload hidden" in hidden and "c-bad" not in hidden
-        requeue = browser.find_element(By.CSS_SELECTOR, '[data-requeue-selected="agent"]')
-        assert not requeue.is_enabled()
-        assert not browser.find_element(By.CSS_SELECTOR, "[data-requeue-group]").is_enabled()
+        requeue = '[data-requeue-selected="agent"]'
+        assert not look(browser, requeue)["enabled"]
+        assert not look(browser, "[data-requeue-group]")["enabled"]
         browser.find_element(By.ID, "admin-token").send_keys(TOKEN)
         browser.find_element(By.ID, "admin-use").click()
-        wait_for(requeue.is_enabled, 10, "the requeue button to be enabled")
-        assert browser.find_element(By.ID, "admin-token").get_attribute("value") == ""
+        wait_for(
+            lambda: look(browser, requeue).get("enabled"), 10, "the requeue button to be enabled"
+        )
+        assert look(browser, "#admin-token")["value"] == ""
         shown = wait_for(
             lambda: (d := dead_details(browser, "got 'robot'")) and '"role": "robot"' in d and d,
             20,
@@ -518,11 +544,15 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         # The list is redrawn every 10 s: a selection survives it.
         drawn = browser.find_element(By.CSS_SELECTOR, selected)
         wait_for(lambda: is_stale(drawn), 25, "the dead letters to be redrawn")
-        assert browser.find_element(By.CSS_SELECTOR, selected).is_selected()
-        requeue.click()
-        toast = browser.find_element(By.ID, "toast")
+        assert look(browser, selected)["selected"]
+        click(browser, requeue, "the requeue button")
+
+        def toast(message: str) -> bool:
+            shown = look(browser, "#toast")
+            return bool(shown.get("displayed") and message in shown.get("text", ""))
+
         wait_for(
-            lambda: toast.is_displayed() and "Requeued 1 row of agent" in toast.text,
+            lambda: toast("Requeued 1 row of agent"),
             10,
             "the toast",
         )
@@ -541,7 +571,7 @@ def test_dashboard_renders_live_charts_and_matches_stats(
         )
         assert WEBHOOK in accept_confirm(browser)
         wait_for(
-            lambda: toast.is_displayed() and "Requeued 3 row(s) of agent" in toast.text,
+            lambda: toast("Requeued 3 row(s) of agent"),
             10,
             "the group's toast",
         )
@@ -553,19 +583,14 @@ def test_dashboard_renders_live_charts_and_matches_stats(
             )
         wait_for(lambda: group_counts(browser) == {ROBOTS: 2}, 30, "only the robots' group left")
         wait_for(
-            lambda: (
-                browser.find_element(By.CSS_SELECTOR, '[data-count="agent:dead"]').get_attribute(
-                    "data-value"
-                )
-                == "2"
-            ),
+            lambda: attr(browser, '[data-count="agent:dead"]', "data-value") == "2",
             30,
             "two dead letters left",
         )
 
         # The blocked key's dead head, skipped from the page: the key goes on.
         skip_head = f'{blocked_row} [data-skip-head="k-blocked"]'
-        assert browser.find_element(By.CSS_SELECTOR, skip_head).is_enabled()
+        assert look(browser, skip_head)["enabled"]
         click(browser, skip_head, "the skip button")
         assert f"Skip #{rows['head']}?" in accept_confirm(browser)
         for row_id in rows["parked"]:
@@ -575,10 +600,7 @@ def test_dashboard_renders_live_charts_and_matches_stats(
                 f"parked row {row_id} to be consumed",
             )
         wait_for(
-            lambda: (
-                "No key is blocked."
-                in browser.find_element(By.CSS_SELECTOR, '[data-blocked-rows="steps"]').text
-            ),
+            lambda: "No key is blocked." in text(browser, '[data-blocked-rows="steps"]'),
             30,
             "the blocked key to go",
         )
@@ -602,16 +624,12 @@ def test_dashboard_renders_live_charts_and_matches_stats(
     assert stats["agent"]["dead"] == 2  # the two robots; the replayed rows were consumed
     assert stats["steps"]["consumed"] == 2 and stats["steps"]["skipped"] == 1
     assert sum(stats[s]["consumed"] for s in SERVICES) >= traffic.sent
-    assert browser.find_element(By.CSS_SELECTOR, '[data-health="agent"]').text == "2 dead"
-    assert browser.find_element(By.CSS_SELECTOR, '[data-health="memory"]').text == "healthy"
+    assert text(browser, '[data-health="agent"]') == "2 dead"
+    assert text(browser, '[data-health="memory"]') == "healthy"
     # Caught up: no lag left on any partition (the broker's answer, refreshed every few s).
     wait_for(
         lambda: all(
-            browser.find_element(By.CSS_SELECTOR, f'[data-lag-total="{s}"]').get_attribute(
-                "data-value"
-            )
-            == "0"
-            for s in SERVICES
+            attr(browser, f'[data-lag-total="{s}"]', "data-value") == "0" for s in SERVICES
         ),
         60,
         "no lag once the traffic stopped",
@@ -621,7 +639,7 @@ def test_dashboard_renders_live_charts_and_matches_stats(
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []  # no script errors, no blocked (CSP) or missing resources
 
-    wait_for(lambda: not browser.find_element(By.ID, "toast").is_displayed(), 10, "the toast to go")
+    wait_for(lambda: not look(browser, "#toast").get("displayed"), 10, "the toast to go")
     shot = tmp_path / "dashboard.png"
     seen = save_page(browser, shot, {"badge": ("#worker-health", BADGE_GREEN)})
     assert shot.stat().st_size > 20_000
