@@ -51,3 +51,7 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and LINE.match(lines[0]), run.stdout
     figures = json.loads(out.read_text())
     assert figures["lost"] == 0 and figures["doubled"] == 0 and figures["drain_eps"] > 0
+    # Where the machine's CPU went during the drain: the local MariaDB server's share per
+    # event, and the idle share of the whole machine (a fraction, not a speed).
+    assert figures["extra"]["db_cpu_us_per_event"] > 0
+    assert 0.0 <= figures["extra"]["drain_idle_share"] <= 1.0

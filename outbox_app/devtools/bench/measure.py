@@ -45,6 +45,45 @@ class CpuMeter:
         return cpu_seconds(self.pids) - self.cpu0, time.monotonic() - self.wall0
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """(idle, total) CPU ticks of the whole machine so far, from ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; up to steal
+
+
+SERVER_NAMES = ("mariadbd", "mysqld")
+
+
+def server_pids(engine: Engine) -> list[int]:
+    """The database server's processes when it runs on this machine: from its pid file,
+    or, where that is not readable (it belongs to the server's user), by process name.
+    Empty for a remote server, whose CPU cannot be read from /proc."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return []
+    if engine.url.host not in (None, "", "127.0.0.1", "localhost", "::1"):
+        return []
+    with engine.connect() as conn:
+        pid_file = conn.execute(text("SELECT @@pid_file")).scalar_one()
+    try:
+        with open(str(pid_file)) as f:
+            return [int(f.read().strip())]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() in SERVER_NAMES:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def server_statements(engine: Engine) -> int | None:
     """Statements the server executed so far (``Questions``: every client's), or None
     where there is no such counter (SQLite)."""
@@ -80,15 +119,26 @@ class DrainCost:
     pids: list[int]
     cpu_us_per_event: float = 0.0
     round_trips_per_event: float = 0.0
+    db_cpu_us_per_event: float | None = None  # a server on this machine only
+    idle_share: float | None = None  # of the whole machine's CPU during the drain
 
     def start(self) -> None:
         self._cpu = CpuMeter(self.pids).start()
+        servers = server_pids(self.engine)
+        self._db_cpu = CpuMeter(servers).start() if servers else None
+        self._ticks0 = machine_ticks()
         self._statements0 = server_statements(self.engine)
         self._own0 = self.own.count
 
     def stop(self, events: int) -> None:
         cpu, _ = self._cpu.used()
         self.cpu_us_per_event = cpu * 1e6 / max(events, 1)
+        if self._db_cpu is not None:
+            self.db_cpu_us_per_event = self._db_cpu.used()[0] * 1e6 / max(events, 1)
+        ticks = machine_ticks()
+        if ticks is not None and self._ticks0 is not None and ticks[1] > self._ticks0[1]:
+            idle, total = ticks[0] - self._ticks0[0], ticks[1] - self._ticks0[1]
+            self.idle_share = idle / total
         after = server_statements(self.engine)
         if after is not None and self._statements0 is not None:
             own = self.own.count - self._own0 + 1  # and the SHOW STATUS just now

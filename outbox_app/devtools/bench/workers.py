@@ -59,7 +59,7 @@ class Workers:
                 )
             )
 
-    def wait(self, condition: Callable[[], bool], what: str) -> None:
+    def wait(self, condition: Callable[[], bool], what: str, interval: float = 0.05) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if condition():
@@ -67,7 +67,7 @@ class Workers:
             for k, proc in enumerate(self.procs):
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker {k} exited; log: {self.tmp / f'worker-{k}.log'}")
-            time.sleep(0.05)
+            time.sleep(interval)
         raise TimeoutError(f"bench: timed out waiting for {what}; worker logs in {self.tmp}")
 
     def stop(self) -> None:
