@@ -128,10 +128,13 @@ def run(cfg: BenchConfig) -> BenchResult:
             # Where the rest of the machine went: the database server's share (when it
             # runs here) and what stayed idle (near 0: the machine, not the worker, capped
             # the figure).
+            elsewhere = ""
             if cost.db_cpu_us_per_event is not None:
                 result.extra["db_cpu_us_per_event"] = round(cost.db_cpu_us_per_event)
+                elsewhere += f"; the database server {cost.db_cpu_us_per_event:.0f} us"
             if cost.idle_share is not None:
                 result.extra["drain_idle_share"] = round(cost.idle_share, 2)
+                elsewhere += f"; machine idle {cost.idle_share:.0%}"
             limit = min(result.kafka_limit_eps, result.db_limit_eps)
             result.drain_vs_limit = result.drain_eps / limit if limit else 0.0
             faust = result.faust_limit_eps
@@ -140,13 +143,7 @@ def run(cfg: BenchConfig) -> BenchResult:
                 "drain",
                 f"{result.drain_eps:.0f} events/s ({result.drain_vs_faust:.2f} of the empty "
                 f"agent), {result.cpu_us_per_event:.0f} us CPU and "
-                f"{result.db_round_trips_per_event:.2f} statements per event"
-                + (
-                    f"; the database server {cost.db_cpu_us_per_event:.0f} us"
-                    if cost.db_cpu_us_per_event is not None
-                    else ""
-                )
-                + (f"; machine idle {cost.idle_share:.0%}" if cost.idle_share is not None else ""),
+                f"{result.db_round_trips_per_event:.2f} statements per event{elsewhere}",
             )
             bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
             live_phases(cfg, result, outbox, workers, progress, bootstrap)
