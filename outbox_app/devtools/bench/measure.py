@@ -55,6 +55,13 @@ def machine_ticks() -> tuple[int, int] | None:
     return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; up to steal
 
 
+def idle_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The machine's idle share between two ``machine_ticks`` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 SERVER_NAMES = ("mariadbd", "mysqld")
 
 
@@ -135,10 +142,7 @@ class DrainCost:
         self.cpu_us_per_event = cpu * 1e6 / max(events, 1)
         if self._db_cpu is not None:
             self.db_cpu_us_per_event = self._db_cpu.used()[0] * 1e6 / max(events, 1)
-        ticks = machine_ticks()
-        if ticks is not None and self._ticks0 is not None and ticks[1] > self._ticks0[1]:
-            idle, total = ticks[0] - self._ticks0[0], ticks[1] - self._ticks0[1]
-            self.idle_share = idle / total
+        self.idle_share = idle_share(self._ticks0, machine_ticks())
         after = server_statements(self.engine)
         if after is not None and self._statements0 is not None:
             own = self.own.count - self._own0 + 1  # and the SHOW STATUS just now

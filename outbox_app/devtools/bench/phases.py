@@ -23,7 +23,7 @@ from outbox_app.clock import utcnow
 from outbox_app.devtools.bench.config import EVENT, KEYS, SERVICE, Progress, chat
 from outbox_app.devtools.bench.legs import LegProbe, Legs
 from outbox_app.devtools.bench.load import LoadJob
-from outbox_app.devtools.bench.measure import DrainCost
+from outbox_app.devtools.bench.measure import CpuMeter, DrainCost, idle_share, machine_ticks
 from outbox_app.devtools.bench.workers import Workers
 from outbox_app.publish import publish
 from outbox_app.records import LIVE
@@ -38,6 +38,8 @@ class Live:
     rate: float = 0.0  # events/s actually committed
     load_cpu_share: float = 0.0  # the load generator's CPU, of one core
     legs: Legs = field(default_factory=Legs)
+    cpu_us_per_event: float = 0.0  # the workers' CPU while the load ran, per event
+    idle_share: float | None = None  # of the whole machine's CPU while the load ran
 
 
 class Outbox:
@@ -217,6 +219,7 @@ class Outbox:
         probe = LegProbe(bootstrap, self.topic) if bootstrap else None
         if probe is not None:
             probe.__enter__()
+        meter, ticks0 = CpuMeter(workers.pids).start(), machine_ticks()
         proc = subprocess.Popen(job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         started = time.monotonic()
         while proc.poll() is None:
@@ -228,6 +231,8 @@ class Outbox:
                     proc.kill()
                     raise TimeoutError("bench: the load generator did not finish") from None
         stdout, stderr = (s.decode(errors="replace") for s in proc.communicate())
+        worker_cpu, ticks = meter.used()[0], machine_ticks()
+        out.idle_share = idle_share(ticks0, ticks)
         if proc.returncode != 0:
             raise RuntimeError(f"bench: the load generator failed: {stderr[-2000:]}")
         figures = dict(kv.split("=") for kv in stdout.split()[1:] if "=" in kv)
@@ -257,6 +262,7 @@ class Outbox:
                 if published_at is not None:  # None when the consumer beat the relay's mark
                     relay_ms.append((published_at - commit).total_seconds() * 1000.0)
         out.rate = len(ids) / seconds
+        out.cpu_us_per_event = worker_cpu * 1e6 / len(ids)
         if relay_ms:
             out.relay_p50_ms = statistics.median(relay_ms)
         return out

@@ -198,6 +198,12 @@ def live_phases(
         if not live.latencies_ms:
             continue
         qs = statistics.quantiles(live.latencies_ms, n=100, method="inclusive")
+        # What the workers and the machine spent at this rate: whether a latency is ours
+        # or a saturated machine's.
+        at = "" if k == 0 else f"_at_{rate:g}"
+        result.extra[f"live_cpu_us_per_event{at}"] = round(live.cpu_us_per_event)
+        if live.idle_share is not None:
+            result.extra[f"live_idle_share{at}"] = round(live.idle_share, 2)
         if k == 0:
             result.p50_ms, result.p95_ms, result.p99_ms = qs[49], qs[94], qs[98]
             result.max_ms = max(live.latencies_ms)
@@ -214,7 +220,8 @@ def live_phases(
             "live",
             f"{live.rate:.0f} events/s: p50 {qs[49]:.1f} ms, p99 {qs[98]:.1f} ms (commit to "
             f"acked and marked published: p50 {live.relay_p50_ms:.1f} ms; load generator "
-            f"{live.load_cpu_share:.2f} of a core) {live.legs.medians()}",
+            f"{live.load_cpu_share:.2f} of a core; workers {live.cpu_us_per_event:.0f} us CPU "
+            f"per event) {live.legs.medians()}",
         )
 
 
