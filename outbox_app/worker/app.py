@@ -84,6 +84,8 @@ class OutboxApp(OutboxTransportApp, faust.App):
     async def on_stop(self) -> None:
         await super().on_stop()
         await self.topic_guard.close()
+        for stop in self.runtime.on_stop:
+            await stop()
         self.runtime.close()
 
 

@@ -1,5 +1,6 @@
 """The consumer agent of one service: the Faust agent body, its acks, and the retries of
-a batch whose transaction could not run (the database went away)."""
+a batch whose transaction could not run (the database went away). The batches of the
+service's partition actors share transactions (``group_commit``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from outbox_app.envelope import BadEnvelope, Envelope, decode
 from outbox_app.handling import BatchHandling, BatchOutcome
 from outbox_app.worker.batching import run_batches
+from outbox_app.worker.group_commit import GroupCommit
 from outbox_app.worker.remote import run_remote_work
 from outbox_app.worker.runtime import Runtime, until_the_database_answers
 
@@ -26,6 +28,8 @@ class ServiceConsumer:
             self.store, runtime.registry, runtime.settings.count_starts_after
         )
         self._announced = False
+        self.group = GroupCommit(self.handle, runtime.settings.consumer_batch)
+        runtime.on_stop.append(self.group.close)
 
     async def agent(self, stream: AsyncIterator[Any]) -> None:
         """The Faust agent body for this service's topic."""
@@ -44,7 +48,7 @@ class ServiceConsumer:
         events = stream.noack()  # type: ignore[attr-defined]
 
         async def handle_events(batch: list[Any]) -> None:
-            await self.handle([event.value for event in batch])
+            await self.group.submit([event.value for event in batch])
             for event in batch:
                 await events.ack(event)
 

@@ -46,6 +46,8 @@ class Runtime:
         self.health = Health()
         # This worker's relays by service: a handler's follow-up events wake theirs.
         self.relays: dict[str, Wakeable] = {}
+        # Run when the worker stops, before the database pool closes.
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self._ready: asyncio.Event | None = None
 
     def wake_relays(self, services: Iterable[str]) -> None:
