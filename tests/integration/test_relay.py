@@ -184,6 +184,32 @@ def test_tick_drains_a_backlog_larger_than_a_batch_in_one_call(runtime: Runtime)
     assert OutboxQueries(runtime.engine, runtime.registry.route("agent")).counts().published == 25
 
 
+def test_a_tick_claims_again_only_after_a_full_claim(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """25 rows with a batch of 10: claims of 10, 10 and 5, and no fourth claim (a claim
+    that was not full took every due row; claiming again would cost a transaction for
+    nothing under a light load)."""
+    add(runtime, 25)
+    store = runtime.stores["agent"]
+    claims: list[int] = []
+    claim_due = store.claim_due
+
+    def counted(limit: int, lease_s: float) -> Any:
+        claim = claim_due(limit, lease_s)
+        claims.append(0 if claim is None else len(claim.rows))
+        return claim
+
+    monkeypatch.setattr(store, "claim_due", counted)
+
+    async def one_tick() -> None:
+        runtime.ready.set()
+        await relay(runtime, Sender()).tick()
+
+    asyncio.run(one_tick())
+    assert claims == [10, 10, 5]
+
+
 def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
     add(runtime, 2)
     r = relay(runtime, Sender())
