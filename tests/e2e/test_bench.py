@@ -55,3 +55,6 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
     # event, and the idle share of the whole machine (a fraction, not a speed).
     assert figures["extra"]["db_cpu_us_per_event"] > 0
     assert 0.0 <= figures["extra"]["drain_idle_share"] <= 1.0
+    # and during the live load: the workers' CPU per event and the machine's idle share
+    assert figures["extra"]["live_cpu_us_per_event"] > 0
+    assert 0.0 <= figures["extra"]["live_idle_share"] <= 1.0
