@@ -18,6 +18,11 @@ from outbox_app.worker.runtime import Runtime, until_the_database_answers
 
 log = logging.getLogger(__name__)
 
+# Transactions of one service running at once. A second one overlaps the first's round
+# trips: 12-16 % more drain than one in paired bench runs, and the ordered service's
+# drain no longer fell behind as its backlog grew.
+TRANSACTIONS_IN_FLIGHT = 2
+
 
 class ServiceConsumer:
     def __init__(self, runtime: Runtime, service: str) -> None:
@@ -28,7 +33,9 @@ class ServiceConsumer:
             self.store, runtime.registry, runtime.settings.count_starts_after
         )
         self._announced = False
-        self.group = GroupCommit(self.handle, runtime.settings.consumer_batch)
+        self.group = GroupCommit(
+            self.handle, runtime.settings.consumer_batch, TRANSACTIONS_IN_FLIGHT
+        )
         runtime.on_stop.append(self.group.close)
 
     async def agent(self, stream: AsyncIterator[Any]) -> None:
