@@ -25,8 +25,9 @@ T = TypeVar("T")
 
 class GroupCommit(Generic[T]):
     """Runs ``handle`` over the concatenated batches handed in by ``submit``, at most
-    ``concurrency`` calls at a time and at most ``max_items`` items per call (a batch is
-    never split)."""
+    ``max_items`` items per call (a batch is never split). A call starts when none is
+    running, or, up to ``concurrency`` calls at a time, when the waiting batches fill a
+    call of their own."""
 
     def __init__(
         self,
@@ -54,12 +55,20 @@ class GroupCommit(Generic[T]):
         await done
 
     def _start(self) -> None:
-        while self._waiting and len(self._running) < self._concurrency:
+        # A call beside running ones only for a full group: under a light load batches
+        # wait and share the next transaction; under a backlog the calls overlap.
+        while self._waiting and (
+            not self._running
+            or (len(self._running) < self._concurrency and self._waiting_items() >= self._max_items)
+        ):
             group = self._take()
             if group:
                 task = asyncio.ensure_future(self._run(group))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
+
+    def _waiting_items(self) -> int:
+        return sum(len(items) for items, done in self._waiting if not done.done())
 
     def _take(self) -> list[tuple[list[T], asyncio.Future[None]]]:
         group: list[tuple[list[T], asyncio.Future[None]]] = []

@@ -153,6 +153,25 @@ def test_concurrency_runs_that_many_groups_at_once() -> None:
     assert asyncio.run(scenario()) == 2
 
 
+def test_a_second_transaction_starts_only_for_a_full_group() -> None:
+    async def scenario() -> list[list[int]]:
+        handle = SlowHandler()
+        group = GroupCommit(handle, max_items=3, concurrency=2)
+        first = asyncio.ensure_future(group.submit([0]))
+        await asyncio.wait_for(handle.first_started.wait(), 5)
+        small = asyncio.ensure_future(group.submit([1]))
+        await until(lambda: len(group._waiting) == 1)
+        assert len(handle.calls) == 1  # a light load: it waits to share the next one
+        full = asyncio.ensure_future(group.submit([2, 3]))
+        await until(lambda: len(handle.calls) == 2)  # three waiting: a call of their own
+        assert not group._waiting
+        handle.release_first.set()
+        await asyncio.wait_for(asyncio.gather(first, small, full), 5)
+        return handle.calls
+
+    assert asyncio.run(scenario()) == [[0], [1, 2, 3]]
+
+
 @pytest.mark.parametrize(("max_items", "concurrency"), [(0, 1), (1, 0)])
 def test_limits_below_one_are_refused(max_items: int, concurrency: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
