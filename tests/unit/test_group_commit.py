@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -24,9 +25,9 @@ class SlowHandler:
             await self.release_first.wait()
 
 
-async def until(condition: object, deadline: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], deadline: float = 5.0) -> None:
     async def wait() -> None:
-        while not condition():  # type: ignore[operator]
+        while not condition():
             await asyncio.sleep(0)
 
     await asyncio.wait_for(wait(), deadline)

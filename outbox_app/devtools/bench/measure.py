@@ -28,23 +28,6 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
-@dataclass
-class CpuMeter:
-    """CPU of some processes over a span of wall time."""
-
-    pids: list[int]
-    cpu0: float = 0.0
-    wall0: float = 0.0
-
-    def start(self) -> CpuMeter:
-        self.cpu0, self.wall0 = cpu_seconds(self.pids), time.monotonic()
-        return self
-
-    def used(self) -> tuple[float, float]:
-        """(CPU seconds, wall seconds) since ``start``."""
-        return cpu_seconds(self.pids) - self.cpu0, time.monotonic() - self.wall0
-
-
 def machine_ticks() -> tuple[int, int] | None:
     """(idle, total) CPU ticks of the whole machine so far, from ``/proc/stat``."""
     try:
@@ -55,11 +38,31 @@ def machine_ticks() -> tuple[int, int] | None:
     return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; up to steal
 
 
-def idle_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The machine's idle share between two ``machine_ticks`` readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+@dataclass
+class CpuMeter:
+    """CPU of some processes over a span of wall time, and the whole machine's idle share
+    over the same span."""
+
+    pids: list[int]
+    cpu0: float = 0.0
+    wall0: float = 0.0
+    ticks0: tuple[int, int] | None = None
+
+    def start(self) -> CpuMeter:
+        self.cpu0, self.wall0 = cpu_seconds(self.pids), time.monotonic()
+        self.ticks0 = machine_ticks()
+        return self
+
+    def used(self) -> tuple[float, float]:
+        """(CPU seconds, wall seconds) since ``start``."""
+        return cpu_seconds(self.pids) - self.cpu0, time.monotonic() - self.wall0
+
+    def idle_share(self) -> float | None:
+        """The machine's idle share since ``start`` (None without ``/proc/stat``)."""
+        ticks = machine_ticks()
+        if ticks is None or self.ticks0 is None or ticks[1] <= self.ticks0[1]:
+            return None
+        return (ticks[0] - self.ticks0[0]) / (ticks[1] - self.ticks0[1])
 
 
 SERVER_NAMES = ("mariadbd", "mysqld")
@@ -133,7 +136,6 @@ class DrainCost:
         self._cpu = CpuMeter(self.pids).start()
         servers = server_pids(self.engine)
         self._db_cpu = CpuMeter(servers).start() if servers else None
-        self._ticks0 = machine_ticks()
         self._statements0 = server_statements(self.engine)
         self._own0 = self.own.count
 
@@ -142,7 +144,7 @@ class DrainCost:
         self.cpu_us_per_event = cpu * 1e6 / max(events, 1)
         if self._db_cpu is not None:
             self.db_cpu_us_per_event = self._db_cpu.used()[0] * 1e6 / max(events, 1)
-        self.idle_share = idle_share(self._ticks0, machine_ticks())
+        self.idle_share = self._cpu.idle_share()
         after = server_statements(self.engine)
         if after is not None and self._statements0 is not None:
             own = self.own.count - self._own0 + 1  # and the SHOW STATUS just now

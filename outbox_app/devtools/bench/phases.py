@@ -23,7 +23,7 @@ from outbox_app.clock import utcnow
 from outbox_app.devtools.bench.config import EVENT, KEYS, SERVICE, Progress, chat
 from outbox_app.devtools.bench.legs import LegProbe, Legs
 from outbox_app.devtools.bench.load import LoadJob
-from outbox_app.devtools.bench.measure import CpuMeter, DrainCost, idle_share, machine_ticks
+from outbox_app.devtools.bench.measure import CpuMeter, DrainCost
 from outbox_app.devtools.bench.workers import Workers
 from outbox_app.publish import publish
 from outbox_app.records import LIVE
@@ -219,7 +219,7 @@ class Outbox:
         probe = LegProbe(bootstrap, self.topic) if bootstrap else None
         if probe is not None:
             probe.__enter__()
-        meter, ticks0 = CpuMeter(workers.pids).start(), machine_ticks()
+        meter = CpuMeter(workers.pids).start()
         proc = subprocess.Popen(job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         started = time.monotonic()
         while proc.poll() is None:
@@ -231,8 +231,7 @@ class Outbox:
                     proc.kill()
                     raise TimeoutError("bench: the load generator did not finish") from None
         stdout, stderr = (s.decode(errors="replace") for s in proc.communicate())
-        worker_cpu, ticks = meter.used()[0], machine_ticks()
-        out.idle_share = idle_share(ticks0, ticks)
+        worker_cpu, out.idle_share = meter.used()[0], meter.idle_share()
         if proc.returncode != 0:
             raise RuntimeError(f"bench: the load generator failed: {stderr[-2000:]}")
         figures = dict(kv.split("=") for kv in stdout.split()[1:] if "=" in kv)
