@@ -231,10 +231,13 @@ def assert_exactly_once(stack: Stack, total: int) -> None:
 
 def test_two_workers_on_one_service_never_publish_a_row_twice(stack: Stack) -> None:
     total = 3000
+    workers = [stack.worker("agent", OUTBOX_RELAY_BATCH="100") for _ in range(2)]
+    # Both relays run before the rows exist, so they race for the same rows; with the
+    # rows already there, one worker could relay them all while the other was starting.
+    for w in workers:
+        wait_for(lambda w=w: "relay agent started" in w.log(), 90, f"{w.log_path.name}'s relay")
     for i in range(0, total, 500):
         publish_many(stack.engine, chat_events(i, 500))
-    stack.worker("agent", OUTBOX_RELAY_BATCH="100")
-    stack.worker("agent", OUTBOX_RELAY_BATCH="100")
     try:
         wait_for(
             lambda: all_consumed(stack.engine, "agent", total), 120, "all consumed", interval=0.5
