@@ -61,6 +61,8 @@ class Gate:
 
     blocker: dict[str, int] = field(default_factory=dict)
     parked: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # Keys with unfinished rows outside the batch: only those can have parked rows.
+    elsewhere: set[str] = field(default_factory=set)
 
     def blocked(self, row: Delivery) -> bool:
         key = row.message_key
@@ -101,6 +103,16 @@ class KeyOrder:
             .where(*waiting)
             .values(status=Status.PARKED.value, next_retry_at=None, updated_at=utcnow())
         )
+        # Per key of the batch, its earliest unfinished row outside the batch.
+        self._outside = (
+            select(t.c.message_key, func.min(t.c.id))
+            .where(
+                t.c.message_key.in_(bindparam("keys", expanding=True)),
+                t.c.status.in_(UNFINISHED),
+                t.c.id.not_in(bindparam("ids", expanding=True)),
+            )
+            .group_by(t.c.message_key)
+        )
         self._park_uncounted = (
             update(t)
             .where(*waiting)
@@ -126,17 +138,9 @@ class KeyOrder:
                     gate.not_done(row)
         if not last:
             return gate
-        t = self.table
-        outside = conn.execute(
-            select(t.c.message_key, func.min(t.c.id))
-            .where(
-                t.c.message_key.in_(list(last)),
-                t.c.status.in_(UNFINISHED),
-                t.c.id.not_in(list(rows)),
-            )
-            .group_by(t.c.message_key)
-        ).all()
+        outside = conn.execute(self._outside, {"keys": list(last), "ids": list(rows)}).all()
         for key, head in outside:
+            gate.elsewhere.add(key)
             if head < last[key]:
                 locked = self._lock_unfinished(conn, key, int(head), set(rows), last[key])
                 if locked is not None:
@@ -173,8 +177,14 @@ class KeyOrder:
         """In the batch's transaction, after its outcomes: release what waited for the rows
         it finished, then park the rows that wait (in that order, so that a row parked now
         stays parked). A row whose attempt was counted when it started, and that did not
-        run after all, gets it back. Returns how many were parked."""
-        self.store.release_parked(conn, finished_keys)
+        run after all, gets it back. Returns how many were parked.
+
+        Only keys with unfinished rows outside the batch (``gate.elsewhere``, read after
+        the batch's rows were locked) can have parked rows: a row parked behind a row of
+        this batch was parked by a transaction that held that row's lock and committed
+        before this one took it. For the other keys the release is a round trip for
+        nothing, and most batches have no such key."""
+        self.store.release_parked(conn, [k for k in finished_keys if k in gate.elsewhere])
         parked = gate.parked_ids
         plain = [i for i in parked if i not in counted]
         uncount = [i for i in parked if i in counted]

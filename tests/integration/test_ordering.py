@@ -151,6 +151,42 @@ def test_a_later_row_delivered_first_waits_for_the_earlier_one(runtime: Runtime)
     assert effects(runtime, "K") == [1, 2, 3]
 
 
+def is_release(sql: str) -> bool:
+    """The statement of ``OutboxStore.release_parked`` (parked -> pending, by key)."""
+    flat = " ".join(sql.split()).lower()
+    return flat.startswith("update") and "message_key in" in flat
+
+
+def test_a_batch_releases_only_keys_with_rows_outside_it(runtime: Runtime) -> None:
+    """Parked rows of a key exist only beside an unfinished row of it outside the batch:
+    a batch of keys with nothing elsewhere runs no release (a round trip per batch), and
+    one whose key has parked rows releases them."""
+    from sqlalchemy import event
+
+    first, second, third = publish_steps(runtime, [("K", {"seq": n}) for n in (1, 2, 3)])
+    (lone,) = publish_steps(runtime, [("L", {"seq": 1})])
+    relay_round(runtime)
+    assert deliver(runtime, [third, second]).parked == [second, third]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        statements.append(sql)
+
+    event.listen(runtime.engine, "before_cursor_execute", seen)
+    try:
+        assert deliver(runtime, [lone]).consumed == [lone]  # L: nothing elsewhere
+        releases_for_lone = sum(is_release(s) for s in statements)
+        statements.clear()
+        assert deliver(runtime, [first]).consumed == [first]  # K: two rows parked behind
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", seen)
+    assert releases_for_lone == 0
+    assert sum(is_release(s) for s in statements) == 1
+    assert [status(runtime, i) for i in (second, third)] == [Status.PENDING] * 2
+    assert deliver(runtime, relay_round(runtime)).consumed == [second, third]
+    assert effects(runtime, "K") == [1, 2, 3] and effects(runtime, "L") == [1]
+
+
 def test_within_one_batch_a_failure_parks_the_rest_of_its_key(runtime: Runtime) -> None:
     ok, fails, after = publish_steps(
         runtime, [("K", {"seq": 1}), ("K", {"seq": 2, "fail_attempts": 1}), ("K", {"seq": 3})]
