@@ -16,8 +16,9 @@ kept) or skips it (the key goes on without it; the row stays, as ``skipped``).
 
 No wake-up is lost: a row is parked only while this transaction holds the lock of the
 unfinished row it waits for, and every transaction that finishes a row locks it too and
-releases its key's parked rows; so a release either follows the parking, or the parking
-sees the row finished. Maintenance also releases parked rows that wait for nothing (a
+releases its key's parked rows (when the key has unfinished rows outside its batch: parked
+ones are such rows); so a release either follows the parking, or the parking sees the row
+finished. Maintenance also releases parked rows that wait for nothing (a
 safety net; it logs when it does).
 
 Keys do not wait for each other: a parked row costs its own key only.
