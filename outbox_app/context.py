@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Insert, Table, insert
 from sqlalchemy.orm import Session
 
 from outbox_app.errors import HandlerMisuse
@@ -46,10 +46,23 @@ class WriteBuffer:
     def add(self, table: Table, values: dict[str, Any]) -> None:
         self._rows[(table, tuple(sorted(values)))].append(values)
 
-    def flush(self, session: Session) -> None:
+    def flush(self, executor: Connection | Session) -> None:
+        """Send the inserts through ``executor``: the batch's connection when no savepoint
+        is involved (the ORM session's execute path costs more than the statement)."""
         rows, self._rows = self._rows, defaultdict(list)
         for (table, _), batch in rows.items():
-            session.execute(insert(table), batch)
+            executor.execute(_insert_of(table), batch)
+
+
+_inserts: dict[Table, Insert] = {}
+
+
+def _insert_of(table: Table) -> Insert:
+    """One insert construct per table: it keeps its cache key (see ``statements``)."""
+    stmt = _inserts.get(table)
+    if stmt is None:
+        stmt = _inserts[table] = insert(table)
+    return stmt
 
 
 class HandlerSession(Session):

@@ -160,8 +160,10 @@ class BatchHandling:
                             gate.not_done(row)  # failed, dead, or remote work still to do
                 if not isolated:
                     try:
-                        buffer.flush(session)
+                        # The session's objects first, as its autoflush would; then the
+                        # inserts, on the same transaction without the ORM's execute path.
                         session.flush()
+                        buffer.flush(conn)
                     except DBAPIError as exc:
                         if is_transient(exc):
                             raise
