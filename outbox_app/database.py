@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def _mysql_conversions() -> dict[Any, Any]:
-    """mysqlclient's converters, with DATETIME parsed by ``datetime.fromisoformat``:
-    mysqlclient parses it in Python (about 1.2 us), fromisoformat in C (0.1 us), and
-    every claimed or consumed row carries one."""
+    """mysqlclient's converters, with DATETIME parsed by ``datetime.fromisoformat`` and
+    datetimes written by ``isoformat``: mysqlclient does both in Python (about 1.2 us to
+    parse, 3.2 us to write), the C methods in 0.1 and 0.8 us, and every claimed or
+    consumed row carries one and most handlers' rows write one."""
     from MySQLdb.constants import FIELD_TYPE
     from MySQLdb.converters import conversions
     from MySQLdb.times import DateTime_or_None
@@ -42,7 +43,15 @@ def _mysql_conversions() -> dict[Any, Any]:
 
     conv = dict(conversions)
     conv[FIELD_TYPE.DATETIME] = parse
+    conv[datetime] = datetime_literal
     return conv
+
+
+def datetime_literal(value: datetime, conv: object = None) -> str:
+    """A datetime as mysqlclient writes it (wall-clock fields, any tzinfo left out)."""
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    return "'" + value.isoformat(" ") + "'"
 
 
 def make_engine(url: str, pool_size: int = 4, **kwargs: Any) -> Engine:
