@@ -16,10 +16,10 @@ kept) or skips it (the key goes on without it; the row stays, as ``skipped``).
 
 No wake-up is lost: a row is parked only while this transaction holds the lock of the
 unfinished row it waits for, and every transaction that finishes a row locks it too and
-releases its key's parked rows (when the key has unfinished rows outside its batch: parked
-ones are such rows); so a release either follows the parking, or the parking sees the row
-finished. Maintenance also releases parked rows that wait for nothing (a
-safety net; it logs when it does).
+releases its key's parked rows (when it sees any outside its batch once it holds its
+rows' locks); so a release either follows the parking, or the parking sees the row
+finished. Maintenance also releases parked rows that wait for nothing (a safety net; it
+logs when it does).
 
 Keys do not wait for each other: a parked row costs its own key only.
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from outbox_app.clock import utcnow
 from outbox_app.records import UNFINISHED, Delivery, Status
@@ -62,8 +62,8 @@ class Gate:
 
     blocker: dict[str, int] = field(default_factory=dict)
     parked: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    # Keys with unfinished rows outside the batch: only those can have parked rows.
-    elsewhere: set[str] = field(default_factory=set)
+    # Keys with parked rows outside the batch: the only ones a release can wake.
+    parked_elsewhere: set[str] = field(default_factory=set)
 
     def blocked(self, row: Delivery) -> bool:
         key = row.message_key
@@ -104,9 +104,14 @@ class KeyOrder:
             .where(*waiting)
             .values(status=Status.PARKED.value, next_retry_at=None, updated_at=utcnow())
         )
-        # Per key of the batch, its earliest unfinished row outside the batch.
+        # Per key of the batch, its earliest unfinished row outside the batch, and whether
+        # any of them is parked.
         self._outside = (
-            select(t.c.message_key, func.min(t.c.id))
+            select(
+                t.c.message_key,
+                func.min(t.c.id),
+                func.max(case((t.c.status == Status.PARKED.value, 1), else_=0)),
+            )
             .where(
                 t.c.message_key.in_(bindparam("keys", expanding=True)),
                 t.c.status.in_(UNFINISHED),
@@ -140,8 +145,9 @@ class KeyOrder:
         if not last:
             return gate
         outside = conn.execute(self._outside, {"keys": list(last), "ids": list(rows)}).all()
-        for key, head in outside:
-            gate.elsewhere.add(key)
+        for key, head, parked in outside:
+            if parked:
+                gate.parked_elsewhere.add(key)
             if head < last[key]:
                 locked = self._lock_unfinished(conn, key, int(head), set(rows), last[key])
                 if locked is not None:
@@ -180,12 +186,12 @@ class KeyOrder:
         stays parked). A row whose attempt was counted when it started, and that did not
         run after all, gets it back. Returns how many were parked.
 
-        Only keys with unfinished rows outside the batch (``gate.elsewhere``, read after
-        the batch's rows were locked) can have parked rows: a row parked behind a row of
+        Only keys with parked rows outside the batch (``gate.parked_elsewhere``, read
+        after the batch's rows were locked) are released: a row parked behind a row of
         this batch was parked by a transaction that held that row's lock and committed
-        before this one took it. For the other keys the release is a round trip for
-        nothing, and most batches have no such key."""
-        self.store.release_parked(conn, [k for k in finished_keys if k in gate.elsewhere])
+        before this one took it, so it is among them. For the other keys the release is
+        a round trip for nothing, and most batches have no such key."""
+        self.store.release_parked(conn, [k for k in finished_keys if k in gate.parked_elsewhere])
         parked = gate.parked_ids
         plain = [i for i in parked if i not in counted]
         uncount = [i for i in parked if i in counted]

@@ -158,13 +158,14 @@ def is_release(sql: str) -> bool:
 
 
 def test_a_batch_releases_only_keys_with_rows_outside_it(runtime: Runtime) -> None:
-    """Parked rows of a key exist only beside an unfinished row of it outside the batch:
-    a batch of keys with nothing elsewhere runs no release (a round trip per batch), and
-    one whose key has parked rows releases them."""
+    """A batch runs a release (a round trip) only for keys with parked rows outside it:
+    none for a key alone in the batch or followed by rows that are only pending, one
+    for a key whose later rows were parked behind the batch's row."""
     from sqlalchemy import event
 
     first, second, third = publish_steps(runtime, [("K", {"seq": n}) for n in (1, 2, 3)])
     (lone,) = publish_steps(runtime, [("L", {"seq": 1})])
+    head, _ = publish_steps(runtime, [("M", {"seq": 1}), ("M", {"seq": 2})])
     relay_round(runtime)
     assert deliver(runtime, [third, second]).parked == [second, third]
     statements: list[str] = []
@@ -172,16 +173,18 @@ def test_a_batch_releases_only_keys_with_rows_outside_it(runtime: Runtime) -> No
     def seen(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
         statements.append(sql)
 
+    def releases(ids: list[int]) -> int:
+        statements.clear()
+        assert deliver(runtime, ids).consumed == ids
+        return sum(is_release(s) for s in statements)
+
     event.listen(runtime.engine, "before_cursor_execute", seen)
     try:
-        assert deliver(runtime, [lone]).consumed == [lone]  # L: nothing elsewhere
-        releases_for_lone = sum(is_release(s) for s in statements)
-        statements.clear()
-        assert deliver(runtime, [first]).consumed == [first]  # K: two rows parked behind
+        assert releases([lone]) == 0  # L: nothing elsewhere
+        assert releases([head]) == 0  # M: its later row is published, not parked
+        assert releases([first]) == 1  # K: two rows parked behind it
     finally:
         event.remove(runtime.engine, "before_cursor_execute", seen)
-    assert releases_for_lone == 0
-    assert sum(is_release(s) for s in statements) == 1
     assert [status(runtime, i) for i in (second, third)] == [Status.PENDING] * 2
     assert deliver(runtime, relay_round(runtime)).consumed == [second, third]
     assert effects(runtime, "K") == [1, 2, 3] and effects(runtime, "L") == [1]
