@@ -45,8 +45,12 @@ async def kafka_limit(
     await producer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
+        # Asked until every partition's new leader answers (seek_to_beginning asks once
+        # and logs NotLeaderForPartition as an error, then waits out its retry).
+        first = await consumer.beginning_offsets(tps)
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            consumer.seek(tp, first[tp])
         received = 0
         started = time.monotonic()
 
