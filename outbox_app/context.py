@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, Table, insert
+from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
 from outbox_app.errors import HandlerMisuse
+from outbox_app.statements import insert_of
 
 if TYPE_CHECKING:
     from outbox_app.registry import Registry
@@ -51,18 +52,7 @@ class WriteBuffer:
         is involved (the ORM session's execute path costs more than the statement)."""
         rows, self._rows = self._rows, defaultdict(list)
         for (table, _), batch in rows.items():
-            executor.execute(_insert_of(table), batch)
-
-
-_inserts: dict[Table, Insert] = {}
-
-
-def _insert_of(table: Table) -> Insert:
-    """One insert construct per table: it keeps its cache key (see ``statements``)."""
-    stmt = _inserts.get(table)
-    if stmt is None:
-        stmt = _inserts[table] = insert(table)
-    return stmt
+            executor.execute(insert_of(table), batch)
 
 
 class HandlerSession(Session):

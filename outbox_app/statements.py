@@ -73,6 +73,15 @@ def delivery_columns(table: Table) -> list[Any]:
 
 
 _built: dict[Table, HotStatements] = {}
+_inserts: dict[Table, Insert] = {}
+
+
+def insert_of(table: Table) -> Insert:
+    """The plain insert of a handler's table (``ctx.insert``), built once per table."""
+    stmt = _inserts.get(table)
+    if stmt is None:
+        stmt = _inserts[table] = insert(table)
+    return stmt
 
 
 def hot_statements(t: Table) -> HotStatements:

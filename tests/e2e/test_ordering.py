@@ -88,8 +88,8 @@ def test_two_workers_a_rebalance_and_a_crash_keep_every_streams_order(stack: Sta
         assert seqs == list(range(1, STEPS + 1)), (stream, seqs)  # in order, once each
     failures = sum(w.log().count("fails attempt") for w in stack.workers)
     assert failures > 0  # the random failures did happen (and were retried in order)
-    assert not [w for w in stack.workers if "missed wake-up" in w.log()]  # no parked row
-    # waited for maintenance: each was released by the transaction that finished its head
+    # No parked row waited for maintenance: the transaction that finished its head released it.
+    assert not [w for w in stack.workers if "missed wake-up" in w.log()]
 
 
 def test_a_dead_head_is_listed_as_blocking_and_skipping_it_lets_the_key_go_on(

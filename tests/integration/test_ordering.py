@@ -157,7 +157,7 @@ def is_release(sql: str) -> bool:
     return flat.startswith("update") and "message_key in" in flat
 
 
-def test_a_batch_releases_only_keys_with_rows_outside_it(runtime: Runtime) -> None:
+def test_a_batch_releases_only_keys_with_parked_rows_outside_it(runtime: Runtime) -> None:
     """A batch runs a release (a round trip) only for keys with parked rows outside it:
     none for a key alone in the batch or followed by rows that are only pending, one
     for a key whose later rows were parked behind the batch's row."""
