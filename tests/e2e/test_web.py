@@ -704,6 +704,15 @@ def test_metrics_after_a_known_workload(site: Site) -> None:
         )
     site.wait_status("task", [failing], Status.DEAD)
     wait_for(lambda: site.stats()["task"]["consumed"] == 5, 30, "five tasks consumed")
+    # A counter moves just after its transaction commits (the relay's after its mark), so
+    # the rows can be final a moment before the counters are: wait for them, then read.
+    settled = {"outbox_published_total": 6, "outbox_consumed_total": 5, "outbox_dead_total": 1}
+
+    def counters_settled() -> bool:
+        now = samples(site.get("/metrics").body.decode())
+        return all(value(now, name, service="task") == n for name, n in settled.items())
+
+    wait_for(counters_settled, 30, f"the task counters to reach {settled}")
 
     reply = site.get("/metrics")
     assert reply.status == 200
