@@ -112,6 +112,7 @@ class Webhook:
     down: bool = False
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refused: int = 0
+    refused_keys: set[str] = field(default_factory=set)  # Idempotency-Keys turned away
 
     @property
     def url(self) -> str:
@@ -120,6 +121,7 @@ class Webhook:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.down:
             self.refused += 1
+            self.refused_keys.add(request.headers.get("Idempotency-Key", ""))
             return web.Response(status=503, text="receiver down")
         self.received.append((request.headers.get("Idempotency-Key", ""), await request.json()))
         return web.Response(status=204)

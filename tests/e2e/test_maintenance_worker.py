@@ -114,8 +114,9 @@ def test_a_message_lost_by_the_broker_is_republished_and_consumed_once(
         assert done.consumed_at - first_published >= timedelta(seconds=2)  # not before timeout
         for outbox_id in (before_start, lost):
             assert chat_rows_for(engine, outbox_id) == 1  # its handler's effect: exactly once
-        assert "publishing them again (no attempt spent)" in worker.log()
+        # The counter moves and the line is logged together (no await between them).
         wait_for(lambda: counter(port, "outbox_stale_recovered_total") >= 2, 30, "recoveries")
+        assert "publishing them again (no attempt spent)" in worker.log()
     finally:
         worker.stop()
 
@@ -198,9 +199,10 @@ def test_a_large_purge_does_not_stop_the_relay(
         assert all(row(engine, i).status == Status.CONSUMED for i in keep_consumed)
         assert row(engine, keep_dead).status == Status.DEAD
         assert all(row(engine, i).status == Status.CONSUMED for i in probes)
-        assert "purged" in worker.log()
-        # The counter moves when the purge's last batch has returned, just after the rows went.
+        # The counter moves (and the line is logged) once the purge's last batch has
+        # returned, just after the rows went.
         wait_for(lambda: counter(port, "outbox_purged_total") >= big, 30, "the purge counter")
+        assert "purged" in worker.log()
         print(f"purge of {big} rows: {len(probes)} probes, {len(during)} consumed meanwhile")
     finally:
         worker.stop()
