@@ -183,16 +183,31 @@ def test_a_large_purge_does_not_stop_the_relay(
                     ).scalar_one()
                 )
 
-        # Events keep flowing while the purge works through its batches.
+        # Events keep flowing while the purge works through its batches. A row halfway
+        # is held locked until one event went through meanwhile, so that a quick purge
+        # cannot finish between two probes (its batch waits there; the lock is by
+        # primary key, so nothing else waits).
+        with engine.connect() as conn:
+            middle = conn.execute(
+                select(t.c.id).where(t.c.message_key == f"old{big // 2}")
+            ).scalar_one()
+        holder = engine.connect()
+        holder.begin()
+        holder.execute(select(t.c.id).where(t.c.id == middle).with_for_update())
         during = []
         probes = []
-        while (left := old_left()) > 0:
-            probe = chat(engine, 1000 + len(probes))
-            probes.append(probe)
-            wait_consumed(engine, [probe], timeout=10)
-            after = old_left()
-            if 0 < after < big:
-                during.append((left, after))
+        try:
+            while (left := old_left()) > 0:
+                probe = chat(engine, 1000 + len(probes))
+                probes.append(probe)
+                wait_consumed(engine, [probe], timeout=10)
+                after = old_left()
+                if 0 < after < big:
+                    during.append((left, after))
+                    if holder.in_transaction():
+                        holder.rollback()  # one went through: let the purge go on
+        finally:
+            holder.close()
         assert during, "no event was relayed and consumed while the purge was in progress"
         wait_for(lambda: old_left() == 0, 120, "the purge to finish")
 
