@@ -111,7 +111,6 @@ class Webhook:
     port: int = field(default_factory=free_port)
     down: bool = False
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    refused: int = 0
     refused_keys: set[str] = field(default_factory=set)  # Idempotency-Keys turned away
 
     @property
@@ -119,11 +118,11 @@ class Webhook:
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def _handle(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key", "")
         if self.down:
-            self.refused += 1
-            self.refused_keys.add(request.headers.get("Idempotency-Key", ""))
+            self.refused_keys.add(key)
             return web.Response(status=503, text="receiver down")
-        self.received.append((request.headers.get("Idempotency-Key", ""), await request.json()))
+        self.received.append((key, await request.json()))
         return web.Response(status=204)
 
     def keys(self) -> list[str]:

@@ -107,9 +107,7 @@ def test_a_message_lost_by_the_broker_is_republished_and_consumed_once(
         # The relay published it again: its record is on the topic. (Not read from
         # published_at: the consumer may take the record before the relay's mark lands,
         # and the mark, for pending rows only, then leaves the first time in place.)
-        on_topic = envelope_ids(
-            read_topic(broker.bootstrap, prefix + agent_store(engine).route.topic)
-        )
+        on_topic = envelope_ids(read_topic(broker.bootstrap, prefix + store.route.topic))
         assert on_topic.count(lost) >= 1 and on_topic.count(before_start) >= 1
         assert done.consumed_at - first_published >= timedelta(seconds=2)  # not before timeout
         for outbox_id in (before_start, lost):
@@ -191,12 +189,11 @@ def test_a_large_purge_does_not_stop_the_relay(
             middle = conn.execute(
                 select(t.c.id).where(t.c.message_key == f"old{big // 2}")
             ).scalar_one()
-        holder = engine.connect()
-        holder.begin()
-        holder.execute(select(t.c.id).where(t.c.id == middle).with_for_update())
         during = []
         probes = []
-        try:
+        with engine.connect() as holder:
+            holder.begin()
+            holder.execute(select(t.c.id).where(t.c.id == middle).with_for_update())
             while (left := old_left()) > 0:
                 probe = chat(engine, 1000 + len(probes))
                 probes.append(probe)
@@ -206,8 +203,6 @@ def test_a_large_purge_does_not_stop_the_relay(
                     during.append((left, after))
                     if holder.in_transaction():
                         holder.rollback()  # one went through: let the purge go on
-        finally:
-            holder.close()
         assert during, "no event was relayed and consumed while the purge was in progress"
         wait_for(lambda: old_left() == 0, 120, "the purge to finish")
 
