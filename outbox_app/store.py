@@ -21,6 +21,8 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
+    Select,
+    Update,
     bindparam,
     case,
     delete,
@@ -32,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from outbox_app.clock import db_time, utcnow
+from outbox_app.driver_sql import DriverStatement, driver_sql_applies
 from outbox_app.records import LIVE, Delivery, OutboxRow, Status
 from outbox_app.retry import RetryPolicy
 from outbox_app.routing import Route
@@ -70,9 +73,31 @@ class OutboxStore:
         self.table = outbox_table(route)
         self.policy = policy or RetryPolicy()
         self._sql = hot_statements(self.table)
+        # The hot statements as driver SQL, built on first use (driver_sql.py).
+        self._driver: dict[Select[Any] | Update, DriverStatement] | None = (
+            {} if driver_sql_applies(engine) else None
+        )
 
     def __repr__(self) -> str:
         return f"OutboxStore(service={self.route.service!r}, table={self.route.table!r})"
+
+    def _hot(
+        self,
+        conn: Executor,
+        statement: Select[Any] | Update,
+        ids: Sequence[int] | None = None,
+        **params: Any,
+    ) -> Any:
+        """Run one of the hot statements: as driver SQL where that applies."""
+        if self._driver is not None and isinstance(conn, Connection):
+            driver = self._driver.get(statement)
+            if driver is None:
+                driver = DriverStatement.build(statement, self.engine.dialect)
+                self._driver[statement] = driver
+            return driver.execute(conn, ids or (), **params)
+        if ids is not None:
+            params["ids"] = list(ids)
+        return conn.execute(statement, params)
 
     @contextmanager
     def _tx(self, conn: Executor | None) -> Iterator[Executor]:
@@ -101,12 +126,12 @@ class OutboxStore:
     def claim_due(self, limit: int, lease_s: float) -> Claim | None:
         """Lease up to ``limit`` due pending rows; concurrent relays get disjoint sets."""
         with self.engine.begin() as conn:
-            found = conn.execute(self._sql.claim(limit, lease_s)).all()
+            found = self._hot(conn, self._sql.claim(limit, lease_s)).all()
             if not found:
                 return None
             token = found[0][-1]
             claimed = [Delivery.from_row(r[:-1]) for r in found]
-            conn.execute(self._sql.claim_lease, {"ids": [r.id for r in claimed], "token": token})
+            self._hot(conn, self._sql.claim_lease, [r.id for r in claimed], token=token)
         return Claim(claimed, as_datetime(token))
 
     def mark_published(self, ids: Sequence[int], token: datetime) -> int:
@@ -114,7 +139,7 @@ class OutboxStore:
         if not ids:
             return 0
         with self.engine.begin() as conn:
-            result = conn.execute(self._sql.mark_published, {"ids": list(ids), "token": token})
+            result = self._hot(conn, self._sql.mark_published, ids, token=token)
         return _rowcount(result)
 
     def release_claim(self, ids: Sequence[int], token: datetime) -> int:
@@ -123,7 +148,7 @@ class OutboxStore:
         if not ids:
             return 0
         with self.engine.begin() as conn:
-            result = conn.execute(self._sql.release, {"ids": list(ids), "token": token})
+            result = self._hot(conn, self._sql.release, ids, token=token)
         return _rowcount(result)
 
     # -- failures --------------------------------------------------------------------
@@ -223,7 +248,7 @@ class OutboxStore:
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        rows = conn.execute(self._sql.lock, {"ids": wanted}).all()
+        rows = self._hot(conn, self._sql.lock, wanted).all()
         return {r.id: Delivery.from_row(r) for r in rows}
 
     def mark_started(self, ids: Sequence[int], conn: Executor) -> int:
@@ -232,7 +257,7 @@ class OutboxStore:
         worker every time ends dead. ``last_error`` says so until an outcome replaces it."""
         if not ids:
             return 0
-        return _rowcount(conn.execute(self._sql.mark_started, {"ids": list(ids)}))
+        return _rowcount(self._hot(conn, self._sql.mark_started, ids))
 
     def mark_consumed(
         self,
@@ -249,10 +274,10 @@ class OutboxStore:
             return 0
         with self._tx(conn) as c:
             plain = [i for i in ids if i not in counted]
-            n = _rowcount(c.execute(self._sql.mark_consumed, {"ids": plain})) if plain else 0
+            n = _rowcount(self._hot(c, self._sql.mark_consumed, plain)) if plain else 0
             started = [i for i in ids if i in counted]
             if started:
-                n += _rowcount(c.execute(self._sql.mark_consumed_started, {"ids": started}))
+                n += _rowcount(self._hot(c, self._sql.mark_consumed_started, started))
             self.release_parked(c, release)
         return n
 

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from outbox_app import InvalidEvent, Status, UnknownEventType, WrongService, publish
@@ -267,6 +267,37 @@ def test_consume_marks_rows_consumed_in_the_callers_transaction(schema, registry
     assert row is not None and row.status is Status.CONSUMED and row.consumed_at is not None
     with schema.begin() as conn:
         assert s.mark_consumed([a, b], conn) == 0  # duplicate delivery: skipped
+
+
+def test_the_hot_statements_run_as_driver_sql_on_mariadb_only(schema, registry):
+    """driver_sql.py: the relay's and the consumer's statements skip SQLAlchemy's
+    compiled path on MariaDB, where the driver's rows are what its types would make;
+    SQLite keeps the compiled statements. Either way the outcome is the same."""
+    a, b = add(schema, registry, 2)
+    s = store(schema, registry)
+    seen: list[tuple[bool, str]] = []
+
+    def executed(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append((context.compiled is None, statement))
+
+    event.listen(schema, "before_cursor_execute", executed)
+    try:
+        claim = s.claim_due(10, 30)
+        assert claim is not None and claim.ids == [a, b]
+        assert s.mark_published([a], claim.token) == 1
+        with schema.begin() as conn:
+            assert sorted(s.lock_for_consume(conn, [b, a])) == [a, b]
+            assert s.mark_consumed([a, b], conn) == 2
+    finally:
+        event.remove(schema, "before_cursor_execute", executed)
+    driver = [sql for raw, sql in seen if raw and "outbox" in sql]
+    if schema.dialect.name == "sqlite":
+        assert driver == []
+    else:
+        # claim, lease, mark published, lock, mark consumed: each with its ids inlined
+        assert len(driver) == 5
+        assert f"IN ({a}, {b})" in driver[-1] and "FOR UPDATE SKIP LOCKED" in driver[0]
+    assert status_of(s, a) is Status.CONSUMED and status_of(s, b) is Status.CONSUMED
 
 
 def test_consume_rolled_back_with_the_handler(schema, registry):
