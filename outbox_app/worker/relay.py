@@ -30,14 +30,19 @@ from outbox_app.envelope import encode
 from outbox_app.errors import short_error
 from outbox_app.records import Delivery
 from outbox_app.retry import Backoff
-from outbox_app.store import Claim
+from outbox_app.store import Claim, Marks
 from outbox_app.worker.producer import PublishFunc, RecordRefused
 from outbox_app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Rounds whose acks and marking may still be outstanding while the next round claims.
+# Rounds whose acks and marking may still be outstanding while the next round claims,
+# in this tick or the next: a tick that waited for its last round's acks and mark made
+# the poll period the round's whole life plus the interval (26 ms at 500 events/s), and
+# a row committed meanwhile waited half of that.
 MAX_ROUNDS_IN_FLIGHT = 3
+# How long a stopping worker waits for the acks and marks of its last rounds.
+STOP_SETTLE_SECONDS = 5.0
 
 # Refusals of the record itself: sending it again cannot help, so they are its attempts.
 REFUSED_RECORDS = (
@@ -73,7 +78,11 @@ class Relay:
         self._backoff = Backoff(0.5, 10.0)  # while the broker or the database is down
         self._paused_since: float | None = None
         self._woken = False
+        self._settling: deque[asyncio.Future[None]] = deque()  # oldest round first
+        # Acked rows not yet marked published: the next claim's transaction marks them.
+        self._acked: list[Marks] = []
         runtime.relays[service] = self
+        runtime.on_stop.append(self._stop)
 
     def wake(self) -> None:
         """Poll at the next tick (new rows were committed by this process); a relay
@@ -87,8 +96,11 @@ class Relay:
     async def run_once(self) -> int:
         """One complete round: returns how many rows were claimed (published or not)."""
         claimed, settling = await self._start_round()
-        if settling is not None:
-            await settling
+        try:
+            if settling is not None:
+                await settling
+        finally:
+            await self._mark_acked()  # what the broker took, even when some it did not
         return claimed
 
     async def _start_round(self) -> tuple[int, Awaitable[None] | None]:
@@ -96,7 +108,14 @@ class Relay:
         claim overlaps them. Sends are issued round after round, so rows of a key
         still reach its partition in claim order."""
         s = self.rt.settings
-        claim = await self.rt.executor.run(self.store.claim_due, s.relay_batch, s.claim_lease)
+        marks, self._acked = self._acked, []
+        try:
+            claim = await self.rt.executor.run(
+                self.store.claim_due, s.relay_batch, s.claim_lease, marks
+            )
+        except BaseException:
+            self._acked[:0] = marks  # rolled back with the claim: the next one marks them
+            raise
         if claim is None:
             return 0, None
         started = time.monotonic()
@@ -114,7 +133,9 @@ class Relay:
         failed = acks.refused.keys() | acks.unsent.keys()
         ok = [r.id for r in claim.rows if r.id not in failed]
         if ok:
-            await self.rt.executor.run(self.store.mark_published, ok, claim.token)
+            # Marked by the next claim's transaction: until then the rows stay leased,
+            # hidden from every relay, and the consumer takes pending rows as well.
+            self._acked.append((ok, claim.token))
         m = self.rt.metrics
         m.relay_batch.labels(self.service).observe(len(claim.rows))
         m.published.labels(self.service).inc(len(ok))
@@ -197,30 +218,91 @@ class Relay:
         self._next_poll = time.monotonic() + self._pause
 
     async def _rounds(self) -> int:
-        """Rounds back to back while claims come back full; every round settles before
-        this returns, and the first failure is raised once they have. A claim that was
-        not full took every due row: claiming again at once would find nothing, or the
-        one row committed meanwhile, at the cost of a transaction per row under a light
-        load; the next tick claims what came."""
+        """Rounds back to back while claims come back full. A claim that was not full
+        took every due row: claiming again at once would find nothing, or the one row
+        committed meanwhile, at the cost of a transaction per row under a light load;
+        the next tick claims what came.
+
+        The last rounds' acks and marks may still be outstanding when this returns: the
+        next tick raises the first failure among them (and pauses). While paused, every
+        round settles before this returns, so the relay resumes only on acks."""
         batch = self.rt.settings.relay_batch
         claimed = 0
-        settling: deque[Awaitable[None]] = deque()
         try:
+            self._raise_settled()
             while True:
-                n, round_settling = await self._start_round()
+                while len(self._settling) >= MAX_ROUNDS_IN_FLIGHT:
+                    await self._settling[0]
+                    self._raise_settled()
+                n, settling = await self._start_round()
                 claimed += n
-                if round_settling is not None:
-                    settling.append(round_settling)
+                if settling is not None:
+                    self._settling.append(asyncio.ensure_future(settling))
                 if n < batch:
                     break
-                if len(settling) >= MAX_ROUNDS_IN_FLIGHT:
-                    await settling.popleft()
-        finally:
-            results = await asyncio.gather(*settling, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        except Exception:
+            await self.settle_all(raise_first=False)
+            raise
+        if self._paused_since is not None:
+            await self.settle_all()
         return claimed
+
+    def _raise_settled(self) -> None:
+        """Forget the rounds that settled; raise the first failure among them."""
+        failure: BaseException | None = None
+        while self._settling and self._settling[0].done():
+            done = self._settling.popleft()
+            exc = None if done.cancelled() else done.exception()
+            if exc is not None and failure is None:
+                failure = exc
+        if failure is not None:
+            raise failure
+
+    async def settle_all(self, raise_first: bool = True) -> None:
+        """Wait for every outstanding round and mark its acked rows published; raise
+        the first failure among them."""
+        pending, self._settling = list(self._settling), deque()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        try:
+            await self._mark_acked()
+        except Exception as exc:  # noqa: BLE001 - kept for the next claim
+            failures.append(exc)
+        if failures and raise_first:
+            raise failures[0]
+
+    async def _mark_acked(self) -> None:
+        """Mark the acked rows published now, without waiting for the next claim."""
+        marks, self._acked = self._acked, []
+        for i, (ids, token) in enumerate(marks):
+            try:
+                await self.rt.executor.run(self.store.mark_published, ids, token)
+            except BaseException:
+                self._acked[:0] = marks[i:]
+                raise
+
+    async def _stop(self) -> None:
+        """The worker is stopping: the rounds sent get their acks and marks for a few
+        seconds (a row left leased is published again once its lease ends: the consumer
+        then sees a duplicate)."""
+        pending, self._settling = list(self._settling), deque()
+        unsettled = 0
+        if pending:
+            done, late = await asyncio.wait(pending, timeout=STOP_SETTLE_SECONDS)
+            for future in late:
+                future.cancel()
+            unsettled = len(late) + sum(1 for f in done if f.cancelled() or f.exception())
+        try:
+            await self._mark_acked()
+        except Exception as exc:  # noqa: BLE001 - stopping anyway
+            log.info("relay %s: acked rows left unmarked at stop: %s", self.service, exc)
+        if unsettled:
+            log.info(
+                "relay %s: stopped with %d round(s) unsettled; their rows are published "
+                "again when their lease ends",
+                self.service,
+                unsettled,
+            )
 
     def _paused(self, exc: BaseException) -> None:
         """The rows stay in the database (given back when the broker failed them): a later

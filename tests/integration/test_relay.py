@@ -146,8 +146,14 @@ def test_an_outage_pauses_the_relay_once_and_it_resumes_when_the_broker_answers(
 
     async def ticks() -> None:
         runtime.ready.set()
-        for _ in range(3):
+        # A round's failed acks pause the relay at its next tick (they settle after
+        # the tick that sent them): tick until paused, then a few times more.
+        deadline = time.monotonic() + 10
+        while r._paused_since is None and time.monotonic() < deadline:
             r._next_poll = 0.0  # no waiting in a test: each tick tries at once
+            await r.tick()
+        for _ in range(2):
+            r._next_poll = 0.0
             await r.tick()
         assert (
             runtime.health.broker.up is False
@@ -177,7 +183,10 @@ def test_tick_drains_a_backlog_larger_than_a_batch_in_one_call(runtime: Runtime)
 
     async def one_tick() -> None:
         runtime.ready.set()
-        await relay(runtime, sender).tick()
+        r = relay(runtime, sender)
+        await r.tick()
+        assert len(sender.sent) == 25  # sent in this tick; the last rounds settle after
+        await r.settle_all()
 
     asyncio.run(one_tick())
     assert len(sender.sent) == 25
@@ -195,8 +204,8 @@ def test_a_tick_claims_again_only_after_a_full_claim(
     claims: list[int] = []
     claim_due = store.claim_due
 
-    def counted(limit: int, lease_s: float) -> Any:
-        claim = claim_due(limit, lease_s)
+    def counted(limit: int, lease_s: float, *published: Any) -> Any:
+        claim = claim_due(limit, lease_s, *published)
         claims.append(0 if claim is None else len(claim.rows))
         return claim
 
@@ -204,10 +213,86 @@ def test_a_tick_claims_again_only_after_a_full_claim(
 
     async def one_tick() -> None:
         runtime.ready.set()
-        await relay(runtime, Sender()).tick()
+        r = relay(runtime, Sender())
+        await r.tick()
+        await r.settle_all()
 
     asyncio.run(one_tick())
     assert claims == [10, 10, 5]
+
+
+class HeldSender(Sender):
+    """Takes every record and acks none until told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[asyncio.Future[None]] = []
+
+    async def __call__(self, topic: str, records: list[KafkaRecord]) -> Sent:
+        out: Sent = []
+        for i, (key, value, headers) in enumerate(records):
+            self.sent.append((topic, key, json.loads(value), dict(headers)))
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.held.append(fut)
+            out.append(([i], fut))
+        return out
+
+    def ack_all(self) -> None:
+        for fut in self.held:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def test_a_tick_does_not_wait_for_its_acks_and_a_stopping_worker_settles_them(
+    runtime: Runtime,
+) -> None:
+    """The next poll comes an interval after the sends, not after the acks and the
+    mark; the rows stay leased meanwhile, so the next tick claims only new rows."""
+    first = add(runtime, 3)
+    sender = HeldSender()
+    r = relay(runtime, sender)
+    store = runtime.stores["agent"]
+
+    async def scenario() -> None:
+        runtime.ready.set()
+        await r.tick()
+        assert len(sender.sent) == 3
+        assert [store.get(i).status for i in first] == [Status.PENDING] * 3  # type: ignore[union-attr]
+        second = add(runtime, 2)
+        r._next_poll = 0.0
+        await r.tick()  # the first round's acks are still outstanding
+        assert [doc["outbox_id"] for _, _, doc, _ in sender.sent] == first + second
+        sender.ack_all()
+        for stop in runtime.on_stop:  # as the worker does when it stops
+            await stop()
+
+    asyncio.run(scenario())
+    ids = [doc["outbox_id"] for _, _, doc, _ in sender.sent]
+    assert [store.get(i).status for i in ids] == [Status.PUBLISHED] * 5  # type: ignore[union-attr]
+
+
+def test_acked_rows_are_marked_published_in_the_next_claims_transaction(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One commit per relay round: the rows a round's acks confirmed are marked by the
+    next claim (leased, so hidden from every relay, until then)."""
+    ids = add(runtime, 3)
+    r = relay(runtime, Sender())
+    store = runtime.stores["agent"]
+    alone: list[list[int]] = []
+    monkeypatch.setattr(store, "mark_published", lambda row_ids, token: alone.append(row_ids))
+
+    async def scenario() -> None:
+        runtime.ready.set()
+        await r.tick()
+        await asyncio.wait(list(r._settling))  # the round's acks came
+        assert [store.get(i).status for i in ids] == [Status.PENDING] * 3  # type: ignore[union-attr]
+        r._next_poll = 0.0
+        await r.tick()  # nothing new to claim; its transaction marks the three
+
+    asyncio.run(scenario())
+    assert [store.get(i).status for i in ids] == [Status.PUBLISHED] * 3  # type: ignore[union-attr]
+    assert alone == []  # no transaction of their own
 
 
 def test_tick_survives_a_database_failure(runtime: Runtime) -> None:
@@ -288,6 +373,7 @@ def test_a_handlers_follow_up_event_wakes_this_workers_relay_after_the_commit(
             out = await ServiceConsumer(rt, "shop").handle([encode(row)[1]])
             assert out.consumed == [order] and out.published_to == {"agent"}
             await agent_relay.tick()  # woken: polls now
+            await agent_relay.settle_all()
 
         asyncio.run(scenario())
         assert [doc["event_type"] for _, _, doc, _ in sender.sent] == ["chat.persist"]
