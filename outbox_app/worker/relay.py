@@ -295,7 +295,9 @@ class Relay:
         try:
             await self._mark_acked()
         except Exception as exc:  # noqa: BLE001 - stopping anyway
-            log.info("relay %s: acked rows left unmarked at stop: %s", self.service, exc)
+            log.info(
+                "relay %s: acked rows left unmarked at stop: %s", self.service, short_error(exc)
+            )
         if unsettled:
             log.info(
                 "relay %s: stopped with %d round(s) unsettled; their rows are published "
