@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +102,7 @@ class Relay:
             await self._mark_acked()  # what the broker took, even when some it did not
         return claimed
 
-    async def _start_round(self) -> tuple[int, Awaitable[None] | None]:
+    async def _start_round(self) -> tuple[int, asyncio.Future[None] | None]:
         """Claim and send; the acks settle in the returned task, so the next round's
         claim overlaps them. Sends are issued round after round, so rows of a key
         still reach its partition in claim order."""
@@ -237,7 +236,7 @@ class Relay:
                 n, settling = await self._start_round()
                 claimed += n
                 if settling is not None:
-                    self._settling.append(asyncio.ensure_future(settling))
+                    self._settling.append(settling)
                 if n < batch:
                     break
         except Exception:
