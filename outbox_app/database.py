@@ -171,6 +171,16 @@ def is_deadlock(exc: BaseException) -> bool:
     return bool(args) and args[0] == MYSQL_DEADLOCK  # type: ignore[index]
 
 
+# A NOWAIT lock found the row taken: MariaDB says lock wait timeout, MySQL 8 says 3572.
+MYSQL_LOCK_BUSY = (1205, 3572)
+
+
+def is_lock_busy(exc: BaseException) -> bool:
+    """Another transaction holds a row this one asked for without waiting."""
+    args = getattr(getattr(exc, "orig", None), "args", None)
+    return bool(args) and args[0] in MYSQL_LOCK_BUSY  # type: ignore[index]
+
+
 # Failures of the database, not of the statement: lock wait timeout, deadlock, and the
 # connection errors below. A handler that meets one has not failed: its batch runs again.
 MYSQL_TRANSIENT = (1205, 1213, 1040)

@@ -26,6 +26,7 @@ Keys do not wait for each other: a parked row costs its own key only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,10 +35,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from outbox_app.clock import utcnow
+from outbox_app.database import is_lock_busy
 from outbox_app.records import UNFINISHED, Delivery, Status
-from outbox_app.store import OutboxStore, as_datetime
+from outbox_app.store import OutboxStore, as_datetime, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,11 @@ class KeyOrder:
             update(t)
             .where(*waiting)
             .values(status=Status.PARKED.value, next_retry_at=None, updated_at=utcnow())
+        )
+        self._release = (
+            update(t)
+            .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.status == Status.PARKED.value)
+            .values(status=Status.PENDING.value, next_retry_at=utcnow(), updated_at=utcnow())
         )
         # Per key of the batch, its earliest unfinished row outside the batch, and whether
         # any of them is parked.
@@ -267,30 +275,46 @@ class KeyOrder:
         return out
 
     def release_orphans(self, limit: int = 1000) -> int:
-        """Parked rows whose key has no unfinished row before them: released (a safety net
-        for a wake-up that went missing)."""
+        """Parked rows that wait for nothing (no unfinished, unparked row of their key
+        before them): released, a safety net for a wake-up that went missing.
+
+        Each key is checked and released in one transaction that holds the locks of the
+        key's unfinished rows, read as committed at that moment: a check spread over
+        statements without them saw a key whose head had just finished and released its
+        rows, and then released a row parked a moment later behind one of those (a
+        false "missed wake-up"). A key whose rows a consumer holds is in flux: it is
+        left to the next round."""
         t = self.table
-        with self.store.engine.begin() as conn:
-            parked = conn.execute(
-                select(t.c.message_key, func.min(t.c.id))
+        with self.store.engine.connect() as conn:
+            keys = conn.execute(
+                select(t.c.message_key)
                 .where(t.c.status == Status.PARKED.value)
                 .group_by(t.c.message_key)
                 .limit(limit)
+            ).scalars()
+            waiting = [k for k in keys if k is not None]
+        released = 0
+        for key in waiting:
+            try:
+                released += self._release_orphans_of(key)
+            except OperationalError as exc:
+                if not is_lock_busy(exc):
+                    raise
+        return released
+
+    def _release_orphans_of(self, key: str) -> int:
+        t = self.table
+        with self.store.engine.begin() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.status)
+                .where(t.c.message_key == key, t.c.status.in_(UNFINISHED))
+                .order_by(t.c.id)
+                .with_for_update(nowait=True)
             ).all()
-            orphans = []
-            for key, first in parked:
-                earlier = conn.execute(
-                    select(func.count()).where(
-                        t.c.message_key == key,
-                        t.c.id < first,
-                        t.c.status.in_(
-                            (Status.PENDING.value, Status.PUBLISHED.value, Status.DEAD.value)
-                        ),
-                    )
-                ).scalar_one()
-                if not earlier:
-                    orphans.append(key)
-            return self.store.release_parked(conn, orphans)
+            orphans = list(itertools.takewhile(lambda r: r[1] == Status.PARKED.value, rows))
+            if not orphans:
+                return 0
+            return rowcount(conn.execute(self._release, {"ids": [int(i) for i, _ in orphans]}))
 
 
 def ordered_keys(rows: Iterable[Any]) -> list[str]:

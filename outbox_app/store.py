@@ -150,7 +150,7 @@ class OutboxStore:
             return 0
         with self.engine.begin() as conn:
             result = self._hot(conn, self._sql.mark_published, ids, token=token)
-        return _rowcount(result)
+        return rowcount(result)
 
     def release_claim(self, ids: Sequence[int], token: datetime) -> int:
         """Give claimed rows back, due now and with no attempt spent: the broker could not
@@ -159,7 +159,7 @@ class OutboxStore:
             return 0
         with self.engine.begin() as conn:
             result = self._hot(conn, self._sql.release, ids, token=token)
-        return _rowcount(result)
+        return rowcount(result)
 
     # -- failures --------------------------------------------------------------------
     def record_failures(
@@ -250,7 +250,7 @@ class OutboxStore:
                     for i, r in reasons.items()
                 ],
             )
-        return _rowcount(result)
+        return rowcount(result)
 
     # -- consumer --------------------------------------------------------------------
     def lock_for_consume(self, conn: Executor, ids: Iterable[int]) -> dict[int, Delivery]:
@@ -267,7 +267,7 @@ class OutboxStore:
         worker every time ends dead. ``last_error`` says so until an outcome replaces it."""
         if not ids:
             return 0
-        return _rowcount(self._hot(conn, self._sql.mark_started, ids))
+        return rowcount(self._hot(conn, self._sql.mark_started, ids))
 
     def mark_consumed(
         self,
@@ -284,10 +284,10 @@ class OutboxStore:
             return 0
         with self._tx(conn) as c:
             plain = [i for i in ids if i not in counted]
-            n = _rowcount(self._hot(c, self._sql.mark_consumed, plain)) if plain else 0
+            n = rowcount(self._hot(c, self._sql.mark_consumed, plain)) if plain else 0
             started = [i for i in ids if i in counted]
             if started:
-                n += _rowcount(self._hot(c, self._sql.mark_consumed_started, started))
+                n += rowcount(self._hot(c, self._sql.mark_consumed_started, started))
             self.release_parked(c, release)
         return n
 
@@ -297,7 +297,7 @@ class OutboxStore:
         wanted = sorted({k for k in keys if k is not None})
         if not wanted:
             return 0
-        return _rowcount(conn.execute(self._sql.release_parked, {"keys": wanted}))
+        return rowcount(conn.execute(self._sql.release_parked, {"keys": wanted}))
 
     # -- operators and maintenance -----------------------------------------------------
     def requeue_dead(
@@ -360,7 +360,7 @@ class OutboxStore:
                 )
                 .values(status=Status.PENDING.value, next_retry_at=utcnow(), updated_at=utcnow())
             )
-        return _rowcount(result)
+        return rowcount(result)
 
     def purge_consumed(
         self, older_than_s: float, batch: int = 1000, *, dry_run: bool = False
@@ -419,7 +419,8 @@ def inserted_id(result: Any) -> int:
     return int(cast(CursorResult[Any], result).inserted_primary_key[0])  # type: ignore[index]
 
 
-def _rowcount(result: Any) -> int:
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched."""
     return int(cast(CursorResult[Any], result).rowcount)
 
 
