@@ -87,26 +87,10 @@ def test_a_suspended_flow_cancels_a_waiting_callback() -> None:
     asyncio.run(main())
 
 
-def test_once_the_consumer_stopped_the_next_record_is_not_handed_over() -> None:
-    async def main() -> None:
-        consumer = handoff_consumer()
-        ran = []
-
-        async def callback(n: int) -> None:
-            ran.append(n)
-
-        assert not (await handoff(consumer, callback(1))).stopped
-        consumer._stopped.set()  # between two records
-        await asyncio.wait_for(asyncio.shield(consumer._interrupt), 5)
-        results = await handoff(consumer, callback(2))
-        assert results.stopped and ran == [1]
-
-    asyncio.run(main())
-
-
-def test_a_suspend_set_between_two_inline_records_stops_the_next_at_once() -> None:
-    """Inline hand-offs do not yield to the loop, so the shared interrupt future has not
-    run yet when a rebalance sets the flag; the flag itself must stop the next record."""
+@pytest.mark.parametrize(("flag", "seen"), [("_stopped", True), ("suspend_flow", False)])
+def test_once_interrupted_the_next_record_is_not_handed_over(flag: str, seen: bool) -> None:
+    """Also before the shared interrupt future has seen the flag: inline hand-offs do not
+    yield to the loop, so a rebalance's suspend can be set while it still waits."""
 
     async def main() -> None:
         consumer = handoff_consumer()
@@ -116,8 +100,11 @@ def test_a_suspend_set_between_two_inline_records_stops_the_next_at_once() -> No
             ran.append(n)
 
         assert not (await handoff(consumer, callback(1))).stopped
-        consumer.suspend_flow.set()  # no yield: the future cannot have seen it
-        assert not consumer._interrupt.done()
+        getattr(consumer, flag).set()  # between two records
+        if seen:
+            await asyncio.wait_for(asyncio.shield(consumer._interrupt), 5)
+        else:
+            assert not consumer._interrupt.done()
         second = callback(2)
         results = await handoff(consumer, second)
         assert results.stopped and ran == [1]
