@@ -146,6 +146,14 @@ class DatabaseExecutor:
 
 
 MYSQL_DEADLOCK = 1213
+
+
+def _mysql_code(exc: BaseException) -> int | None:
+    """The server's error number of a wrapped MySQL/MariaDB error, else None."""
+    args = getattr(getattr(exc, "orig", None), "args", None)
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 # The server answered and said no: waiting will not help. 1044/1045/1698 access denied,
 # 1049 unknown database.
 MYSQL_REFUSALS = (1044, 1045, 1049, 1698)
@@ -167,8 +175,7 @@ def is_deadlock(exc: BaseException) -> bool:
     """InnoDB rolled this transaction back to break a deadlock: running it again is
     the remedy (a relay's mark and a consumer's lock on the same rows do deadlock now
     and then under load: a consumer batch used to wait 0.2 s, a mark failed its round)."""
-    args = getattr(getattr(exc, "orig", None), "args", None)
-    return bool(args) and args[0] == MYSQL_DEADLOCK  # type: ignore[index]
+    return _mysql_code(exc) == MYSQL_DEADLOCK
 
 
 # A NOWAIT lock found the row taken: MariaDB says lock wait timeout, MySQL 8 says 3572.
@@ -177,8 +184,7 @@ MYSQL_LOCK_BUSY = (1205, 3572)
 
 def is_lock_busy(exc: BaseException) -> bool:
     """Another transaction holds a row this one asked for without waiting."""
-    args = getattr(getattr(exc, "orig", None), "args", None)
-    return bool(args) and args[0] in MYSQL_LOCK_BUSY  # type: ignore[index]
+    return _mysql_code(exc) in MYSQL_LOCK_BUSY
 
 
 # Failures of the database, not of the statement: lock wait timeout, deadlock, and the
@@ -191,11 +197,11 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated or _is_connection_error(exc):
         return True
-    code = getattr(exc.orig, "args", (None,))[0]
-    return code in MYSQL_TRANSIENT or "database is locked" in str(exc.orig)  # SQLite busy
+    return _mysql_code(exc) in MYSQL_TRANSIENT or "database is locked" in str(
+        exc.orig
+    )  # SQLite busy
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "args", (None,))[0]
     # 2002/2003 can't connect, 2006 gone away, 2013 lost connection, 1927 killed.
-    return code in (2002, 2003, 2006, 2013, 1927, 1053)
+    return _mysql_code(exc) in (2002, 2003, 2006, 2013, 1927, 1053)

@@ -37,9 +37,9 @@ class Consumer(faust_aiokafka.Consumer):
     async def _deliver(self, callback: Coroutine[Any, Any, Any], suspend: Any) -> WaitResults:
         suspend.close()  # replaced by the shared interrupt future
         interrupt = self._interrupt_future()
-        # The flags too: records handed over inline do not yield to the loop, so the
-        # shared future may not have seen a suspend that is already set.
-        if interrupt.done() or self._interrupted():
+        # The flags, not the future: records handed over inline do not yield to the loop,
+        # so the shared future may not have seen a suspend that is already set.
+        if self._interrupted():
             callback.close()
             return WaitResults([], [], True)
         try:
