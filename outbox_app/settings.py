@@ -223,6 +223,14 @@ class Settings:
     db_pool_size: int = _setting(
         "OUTBOX_DB_POOL_SIZE", 8, "database connections, and threads running database work", int
     )
+    gil_switch_interval: float = _setting(
+        "OUTBOX_GIL_SWITCH_INTERVAL",
+        0.0005,
+        "longest a worker thread runs Python while another waits for the interpreter "
+        "(sys.setswitchinterval; Python's own default is 5ms)",
+        parse_duration,
+        shown="0.5ms",
+    )
     count_starts_after: float = _setting(
         "OUTBOX_COUNT_STARTS_AFTER",
         5.0,
@@ -263,6 +271,11 @@ class Settings:
         for name in ("relay_batch", "consumer_batch", "db_pool_size", "topic_partitions"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{_env_name(name)} must be at least 1")
+        if not 0 < self.gil_switch_interval <= 1:
+            raise ConfigurationError(
+                "OUTBOX_GIL_SWITCH_INTERVAL must be above 0 and at most 1s, "
+                f"got {self.gil_switch_interval:g}s"
+            )
         if self.max_retry < 1:
             raise ConfigurationError("OUTBOX_MAX_RETRY must be at least 1")
         if self.topic_replication < 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -51,6 +52,11 @@ class OutboxApp(OutboxTransportApp, faust.App):
         """Before Faust starts its Kafka clients: the database (tables), the broker, the
         topics. Waits while either is not up yet; exits 2 when one refuses us."""
         await super().on_first_start()
+        # The loop hands work to the database threads and Faust's consumer thread and
+        # back, several times per event; each hop waits for the running thread's time
+        # slice. At Python's 5 ms, five alternating bench pairs drained 2650-3826
+        # events/s with p99 81-203 ms at 500/s; at 0.5 ms, 3639-4198 and 67-176 ms.
+        sys.setswitchinterval(self.runtime.settings.gil_switch_interval)
         try:
             await self.runtime.start(self.sleep)
             await wait_for_broker(self.kafka, self.sleep)

@@ -27,6 +27,10 @@ def test_bad_values_name_the_variable():
     with pytest.raises(ConfigurationError, match="OUTBOX_ROLES must name relay, consume"):
         Settings.from_env({"OUTBOX_ROLES": "relay,publish"})
     assert Settings.from_env({"OUTBOX_ROLES": "consume"}).roles == ("consume",)
+    for interval in ("0", "2s"):
+        with pytest.raises(ConfigurationError, match="OUTBOX_GIL_SWITCH_INTERVAL must be above 0"):
+            Settings.from_env({"OUTBOX_GIL_SWITCH_INTERVAL": interval})
+    assert Settings.from_env({"OUTBOX_GIL_SWITCH_INTERVAL": "5ms"}).gil_switch_interval == 0.005
 
 
 def test_password_and_token_are_never_shown():
