@@ -30,6 +30,7 @@ class EmptyApp(OutboxTransportApp, faust.App):
 
 def main(topic: str, n: int) -> None:
     settings = Settings.from_env()
+    sys.setswitchinterval(settings.gil_switch_interval)  # as the worker runs
     datadir = tempfile.mkdtemp(prefix="outbox-faust-limit-")
     options = faust_options(settings, KafkaAccess.from_settings(settings), datadir)
     options.update(web_enabled=False)
