@@ -54,7 +54,7 @@ class OutboxApp(OutboxTransportApp, faust.App):
         await super().on_first_start()
         # The loop hands work to the database threads and Faust's consumer thread and
         # back, several times per event; each hop waits for the running thread's time
-        # slice. At Python's 5 ms, five alternating bench pairs drained 2650-3826
+        # slice. At Python's 5 ms, five alternating bench groups drained 2650-3826
         # events/s with p99 81-203 ms at 500/s; at 0.5 ms, 3639-4198 and 67-176 ms.
         sys.setswitchinterval(self.runtime.settings.gil_switch_interval)
         try:
