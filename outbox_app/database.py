@@ -197,9 +197,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated or _is_connection_error(exc):
         return True
-    return _mysql_code(exc) in MYSQL_TRANSIENT or "database is locked" in str(
-        exc.orig
-    )  # SQLite busy
+    sqlite_busy = "database is locked" in str(exc.orig)
+    return _mysql_code(exc) in MYSQL_TRANSIENT or sqlite_busy
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
