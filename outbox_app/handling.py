@@ -35,6 +35,7 @@ from outbox_app.errors import (
 from outbox_app.ordering import Gate, KeyOrder
 from outbox_app.payloads import coerce
 from outbox_app.records import Delivery, Status
+from outbox_app.redelivery import Redeliveries
 from outbox_app.registry import HandlerSpec, Registry
 from outbox_app.store import OutboxStore
 
@@ -79,20 +80,21 @@ class _CountStarts(Exception):
 class BatchHandling:
     """Runs batches of one service's envelopes against its outbox table.
 
-    A delivery of an event older than ``count_starts_after`` seconds, or of one whose
-    previous attempt started and never finished, may follow a worker crash caused by that
-    very event; such attempts are counted (committed) before their handler runs, so an
-    event that kills its worker every time spends its attempts and ends dead instead of
-    looping. Fresh deliveries skip that extra commit.
+    A delivery that may follow a worker crash caused by that very event (``redelivery.py``:
+    a row created before this worker got its partitions, or whose previous attempt
+    started and never finished) has its attempt counted (committed) before the handler
+    runs, so an event that kills its worker every time spends its attempts and ends dead
+    instead of looping. Other deliveries skip that extra commit, however old the event.
+    Until ``redeliveries`` sees an assignment, every delivery counts its start.
     """
 
     def __init__(
-        self, store: OutboxStore, registry: Registry, count_starts_after: float = 5.0
+        self, store: OutboxStore, registry: Registry, redeliveries: Redeliveries | None = None
     ) -> None:
         self.store = store
         self.registry = registry
         self.service = store.route.service
-        self.count_starts_after = count_starts_after
+        self.redeliveries = redeliveries if redeliveries is not None else Redeliveries(0.0)
         self.order = KeyOrder(store) if store.route.ordered else None
 
     @contextmanager
@@ -200,13 +202,12 @@ class BatchHandling:
         """Count the attempts of suspect rows before their handlers run (see the class
         docstring); a row whose attempts crashes used up goes dead without running. Rows
         that wait for an earlier row of their key do not start."""
-        now = datetime.now(UTC).replace(tzinfo=None)
-        age = self.count_starts_after
+        suspect = self.redeliveries.suspect
         suspects = [
             r
             for r in rows.values()
             if r.status in (Status.PENDING, Status.PUBLISHED, Status.PARKED)
-            and (r.started or (now - r.created_at).total_seconds() >= age)
+            and suspect(r.created_at, r.started)
             and not (gate is not None and gate.blocked(r))
         ]
         if not suspects:

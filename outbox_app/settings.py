@@ -231,11 +231,12 @@ class Settings:
         parse_duration,
         shown="0.5ms",
     )
-    count_starts_after: float = _setting(
-        "OUTBOX_COUNT_STARTS_AFTER",
+    clock_skew: float = _setting(
+        "OUTBOX_CLOCK_SKEW",
         5.0,
-        "deliveries of events older than this count their attempt when the handler starts, "
-        "so an event that crashes its worker spends attempts",
+        "the most the workers' clocks and the database's may differ: deliveries of events "
+        "created before the worker got its partitions, or up to this after, count their "
+        "attempt when the handler starts, so an event that crashes its worker spends attempts",
         parse_duration,
     )
     visibility_timeout: float = _setting(

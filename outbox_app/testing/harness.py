@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Transaction, func, select
@@ -20,6 +21,7 @@ from outbox_app.errors import OutboxError
 from outbox_app.handling import BatchHandling, BatchOutcome, RemoteWork
 from outbox_app.publish import publish
 from outbox_app.records import OutboxRow, Status
+from outbox_app.redelivery import Redeliveries
 from outbox_app.registry import Registry, default_registry
 from outbox_app.schema import create_schema, outbox_table
 from outbox_app.store import OutboxStore
@@ -251,8 +253,8 @@ class _NestedBatch(BatchHandling):
     """The consumer's batch, with its transaction a savepoint of the harness's."""
 
     def __init__(self, conn: Connection, store: OutboxStore, registry: Registry) -> None:
-        # Deliveries here are never a crashed worker's: no start counting by age.
-        super().__init__(store, registry, count_starts_after=float("inf"))
+        # Deliveries here are never a crashed worker's: only unfinished starts count.
+        super().__init__(store, registry, Redeliveries.since(datetime.min))
         self.conn = conn
 
     @contextmanager

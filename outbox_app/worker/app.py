@@ -153,7 +153,12 @@ def build_app(settings: Settings | None = None, registry: Registry | None = None
         if "relay" in settings.roles:
             relay = Relay(runtime, service, publish)
             app.timer(settings.relay_interval, name=f"outbox.relay.{service}")(relay.tick)
-    if "consume" not in settings.roles:
+    if "consume" in settings.roles:
+        # Rows created from each assignment on had their first delivery here: only
+        # older ones (and unfinished starts) may be a crashed worker's (redelivery.py).
+        app.on_partitions_revoked.connect(runtime.partitions_revoked)
+        app.on_partitions_assigned.connect(runtime.partitions_assigned)
+    else:
         # Faust's mode for an app without agents: web view, producer and timers, no
         # consumer (which would subscribe to no topic, and aiokafka refuses that).
         app.producer_only = True

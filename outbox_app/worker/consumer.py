@@ -29,9 +29,7 @@ class ServiceConsumer:
         self.rt = runtime
         self.service = service
         self.store = runtime.stores[service]
-        self.handling = BatchHandling(
-            self.store, runtime.registry, runtime.settings.count_starts_after
-        )
+        self.handling = BatchHandling(self.store, runtime.registry, runtime.redeliveries)
         self._announced = False
         self.group = GroupCommit(
             self.handle, runtime.settings.consumer_batch, TRANSACTIONS_IN_FLIGHT

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from outbox_app.database import DatabaseExecutor, make_engine, refusal
 from outbox_app.errors import DatabaseRefused, DatabaseUnavailable, SchemaMismatch, short_error
+from outbox_app.redelivery import Redeliveries
 from outbox_app.registry import Registry
 from outbox_app.retry import Backoff, RetryPolicy
 from outbox_app.schema import create_schema
@@ -44,6 +45,8 @@ class Runtime:
         self.topics = {s: settings.topic_prefix + registry.route(s).topic for s in services}
         self.metrics = Metrics()
         self.health = Health()
+        # Which deliveries may be a crashed worker's (the app tells it of assignments).
+        self.redeliveries = Redeliveries(settings.clock_skew)
         # This worker's relays by service: a handler's follow-up events wake theirs.
         self.relays: dict[str, Wakeable] = {}
         # Run when the worker stops, before the database pool closes.
@@ -57,6 +60,14 @@ class Runtime:
             relay = self.relays.get(service)
             if relay is not None:
                 relay.wake()
+
+    def partitions_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Faust's ``on_partitions_revoked`` signal: a rebalance began."""
+        self.redeliveries.rebalancing()
+
+    def partitions_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Faust's ``on_partitions_assigned`` signal: the rebalance's new assignment."""
+        self.redeliveries.assigned()
 
     @property
     def ready(self) -> asyncio.Event:
