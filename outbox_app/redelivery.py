@@ -3,10 +3,12 @@
 A worker that dies while a handler runs rolls the handler's transaction back, and the
 event comes again, from the broker (the offset was not committed) or from the relay (the
 row was not consumed), to whichever worker owns its partition next. That worker got the
-partition in a rebalance after the crash. So a row created after this worker was last
-assigned its partitions had its first delivery here, and this process is alive: only rows
-created before that moment, or whose attempt started and never finished, can be a crash's
-redelivery. Those count their attempt before the handler runs (``handling.py``).
+partition in a rebalance after the crash, and aiokafka's rebalances are eager: every
+member's assignment is renewed, not only the moved partitions'. So a row created after
+this worker was last assigned its partitions had its first delivery here, and this
+process is alive: only rows created before that moment, or whose attempt started and
+never finished, can be a crash's redelivery. Those count their attempt before the
+handler runs (``handling.py``).
 
 This replaces counting by age ("older than 5 s"), which made every event of a backlog pay
 an extra commit, so that a consumer that fell behind became slower than one that had not.
