@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.orm import Session
 
 from outbox_app import Event, HandlerContext, PermanentFailure, Registry, Status, publish
-from outbox_app.clock import utcnow
+from outbox_app.clock import db_now
 from outbox_app.envelope import Envelope, decode, encode
 from outbox_app.handling import BatchHandling
 from outbox_app.redelivery import Redeliveries
 from outbox_app.settings import Settings
-from outbox_app.store import as_datetime
 from outbox_app.worker.runtime import Runtime
 
 metadata = MetaData()
@@ -247,18 +246,13 @@ def test_remote_work_that_returns_a_value_still_consumes_its_row(runtime: Runtim
     assert row is not None and row.status is Status.CONSUMED
 
 
-def db_now(rt: Runtime) -> datetime:
-    with rt.engine.connect() as conn:
-        return as_datetime(conn.execute(select(utcnow())).scalar_one())
-
-
 def test_a_backlog_created_after_the_assignment_runs_without_counting_starts(
     runtime: Runtime,
 ) -> None:
     """However old its events: a consumer that fell behind pays no extra commit."""
     ids = publish_rows(runtime, [("svc.ok", {}), ("svc.fail", {"n": 1})])
     store = runtime.stores["svc"]
-    now = db_now(runtime)
+    now = db_now(runtime.engine)
     with runtime.engine.begin() as conn:  # an hour old: the consumer fell that far behind
         conn.execute(
             store.table.update()
@@ -279,7 +273,7 @@ def test_rows_created_before_the_assignment_count_their_start_once(runtime: Runt
     ids = publish_rows(runtime, [("svc.ok", {}), ("svc.fail", {"n": 1})])
     store = runtime.stores["svc"]
     redeliveries = Redeliveries(0.0)
-    redeliveries.assigned(db_now(runtime) + timedelta(seconds=1))
+    redeliveries.assigned(db_now(runtime.engine) + timedelta(seconds=1))
     out = BatchHandling(store, runtime.registry, redeliveries).run(envelopes(runtime, ids))
     assert out.counted == set(ids)
     assert out.consumed == [ids[0]] and list(out.failed) == [ids[1]]
