@@ -57,6 +57,11 @@ def add_commands(sub: Any) -> None:
         help="drain again with N workers each (e.g. 2,4), beside the first drain",
     )
     p.add_argument(
+        "--split-roles",
+        action="store_true",
+        help="drain again with one relay-only and one consume-only worker (OUTBOX_ROLES)",
+    )
+    p.add_argument(
         "--partitions", type=int, default=4, help="partitions of the service topics (default 4)"
     )
     p.add_argument("--database-url", help="default: a fresh MariaDB database on 127.0.0.1:3306")
@@ -170,6 +175,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
             live_seconds=ns.live_seconds,
             workers=ns.workers,
             scale=tuple(ns.scale),
+            split_roles=ns.split_roles,
             partitions=ns.partitions,
             database_url=ns.database_url,
             broker=broker,

@@ -40,6 +40,7 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
             str(out),
             "--broker",
             TEST_BROKER,
+            "--split-roles",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -58,3 +59,7 @@ def test_bench_prints_one_well_formed_line(tmp_path: Path) -> None:
     # and during the live load: the workers' CPU per event and the machine's idle share
     assert figures["extra"]["live_cpu_us_per_event"] > 0
     assert 0.0 <= figures["extra"]["live_idle_share"] <= 1.0
+    # and the drain again with the relay and the consumer in two processes (its rows are
+    # among those checked for lost and doubled effects above)
+    assert figures["extra"]["drain_eps_split"] > 0
+    assert figures["extra"]["cpu_us_per_event_split"] > 0

@@ -25,6 +25,7 @@ class BenchConfig:
     # (each against the first count's drain, in the same run).
     more_live_rates: tuple[float, ...] = ()
     scale: tuple[int, ...] = ()
+    split_roles: bool = False  # the drain again with a relay-only and a consume-only worker
     partitions: int = 4
     database_url: str | None = None
     broker: str = "kafka"  # kafka | tansu: what is started for the run

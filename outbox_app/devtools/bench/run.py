@@ -149,6 +149,8 @@ def run(cfg: BenchConfig) -> BenchResult:
             live_phases(cfg, result, outbox, workers, progress, bootstrap)
             ordered_phases(cfg, result, engine, registry, workers, progress, prefix)
             scale_phases(cfg, result, outbox, workers, url, env, progress)
+            if cfg.split_roles:
+                split_phase(result, outbox, workers, url, env, progress, engine, own, cfg.n)
             lost, doubled = outbox.verify()
             o_lost, o_doubled = Outbox(
                 engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
@@ -279,6 +281,36 @@ def scale_phases(
         result.extra[f"drain_eps_w{count}"] = round(eps)
         result.extra[f"scale_w{count}"] = round(ratio, 2)
         progress.done("scale", f"{count} workers: {eps:.0f} events/s ({ratio:.2f}x)")
+
+
+def split_phase(
+    result: BenchResult,
+    outbox: Outbox,
+    workers: Workers,
+    url: str,
+    env: dict[str, str],
+    progress: Progress,
+    engine: Engine,
+    own: OwnStatements,
+    n: int,
+) -> None:
+    """The drain again with the relay and the consumer in two processes (each with a GIL
+    of its own), against the first drain of this run, and what the pair spent per event."""
+    workers.stop()
+    workers.start(1, url, env, roles="relay")
+    workers.start(1, url, env, roles="consume")
+    outbox.first_event(workers)
+    cost = DrainCost(engine, own, workers.pids)
+    eps = outbox.drain(n, workers, cost)
+    ratio = eps / result.drain_eps if result.drain_eps else 0.0
+    result.extra["drain_eps_split"] = round(eps)
+    result.extra["scale_split"] = round(ratio, 2)
+    result.extra["cpu_us_per_event_split"] = round(cost.cpu_us_per_event)
+    progress.done(
+        "split",
+        f"a relay-only and a consume-only worker: {eps:.0f} events/s ({ratio:.2f}x), "
+        f"{cost.cpu_us_per_event:.0f} us CPU per event between them",
+    )
 
 
 def run_bench(config: BenchConfig) -> BenchResult:

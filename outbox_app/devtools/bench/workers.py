@@ -30,7 +30,14 @@ class Workers:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def start(self, count: int, database_url: str, broker_env: dict[str, str]) -> None:
+    def start(
+        self,
+        count: int,
+        database_url: str,
+        broker_env: dict[str, str],
+        roles: str | None = None,
+    ) -> None:
+        """``count`` more workers; ``roles`` is their ``OUTBOX_ROLES`` (default: both)."""
         app_id = self.app_id
         for _ in range(count):
             k = self._started
@@ -49,6 +56,8 @@ class Workers:
                 OUTBOX_LOG_LEVEL="warn",
                 **broker_env,
             )
+            if roles is not None:
+                env["OUTBOX_ROLES"] = roles
             log = open(self.tmp / f"worker-{k}.log", "wb")  # noqa: SIM115 - lives with the process
             self.procs.append(
                 subprocess.Popen(
