@@ -4,13 +4,14 @@ outbox's phases with its workers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -148,9 +149,8 @@ def run(cfg: BenchConfig) -> BenchResult:
             bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
             live_phases(cfg, result, outbox, workers, progress, bootstrap)
             ordered_phases(cfg, result, engine, registry, workers, progress, prefix)
-            scale_phases(cfg, result, outbox, workers, url, env, progress)
-            if cfg.split_roles:
-                split_phase(result, outbox, workers, url, env, progress, engine, own, cfg.n)
+            meter = functools.partial(DrainCost, engine, own)
+            scale_phases(cfg, result, outbox, workers, url, env, progress, meter)
             lost, doubled = outbox.verify()
             o_lost, o_doubled = Outbox(
                 engine, registry, progress, ORDERED_SERVICE, ORDERED_EVENT,
@@ -269,9 +269,11 @@ def scale_phases(
     url: str,
     env: dict[str, str],
     progress: Progress,
+    meter: Callable[[list[int]], DrainCost],
 ) -> None:
-    """The drain again with other worker counts (same group, same topic), against the
-    first count's drain of this run."""
+    """The drain again with other worker counts (same group, same topic), then, with
+    ``--split-roles``, with the relay and the consumer in two processes (each with a GIL
+    of its own) and what the pair spent per event; each against the first drain."""
     for count in cfg.scale:
         workers.stop()
         workers.start(count, url, env)
@@ -281,36 +283,22 @@ def scale_phases(
         result.extra[f"drain_eps_w{count}"] = round(eps)
         result.extra[f"scale_w{count}"] = round(ratio, 2)
         progress.done("scale", f"{count} workers: {eps:.0f} events/s ({ratio:.2f}x)")
-
-
-def split_phase(
-    result: BenchResult,
-    outbox: Outbox,
-    workers: Workers,
-    url: str,
-    env: dict[str, str],
-    progress: Progress,
-    engine: Engine,
-    own: OwnStatements,
-    n: int,
-) -> None:
-    """The drain again with the relay and the consumer in two processes (each with a GIL
-    of its own), against the first drain of this run, and what the pair spent per event."""
-    workers.stop()
-    workers.start(1, url, env, roles="relay")
-    workers.start(1, url, env, roles="consume")
-    outbox.first_event(workers)
-    cost = DrainCost(engine, own, workers.pids)
-    eps = outbox.drain(n, workers, cost)
-    ratio = eps / result.drain_eps if result.drain_eps else 0.0
-    result.extra["drain_eps_split"] = round(eps)
-    result.extra["scale_split"] = round(ratio, 2)
-    result.extra["cpu_us_per_event_split"] = round(cost.cpu_us_per_event)
-    progress.done(
-        "split",
-        f"a relay-only and a consume-only worker: {eps:.0f} events/s ({ratio:.2f}x), "
-        f"{cost.cpu_us_per_event:.0f} us CPU per event between them",
-    )
+    if cfg.split_roles:
+        workers.stop()
+        workers.start(1, url, env, roles="relay")
+        workers.start(1, url, env, roles="consume")
+        outbox.first_event(workers)
+        cost = meter(workers.pids)
+        eps = outbox.drain(cfg.n, workers, cost)
+        ratio = eps / result.drain_eps if result.drain_eps else 0.0
+        result.extra["drain_eps_split"] = round(eps)
+        result.extra["scale_split"] = round(ratio, 2)
+        result.extra["cpu_us_per_event_split"] = round(cost.cpu_us_per_event)
+        progress.done(
+            "split",
+            f"a relay-only and a consume-only worker: {eps:.0f} events/s ({ratio:.2f}x), "
+            f"{cost.cpu_us_per_event:.0f} us CPU per event between them",
+        )
 
 
 def run_bench(config: BenchConfig) -> BenchResult:
