@@ -122,7 +122,8 @@ def run(cfg: BenchConfig) -> BenchResult:
             outbox.first_event(workers)
             result.start_s = time.monotonic() - started
             progress.done("start", f"first event consumed {result.start_s:.1f}s after start")
-            cost = DrainCost(engine, own, workers.pids)
+            meter = functools.partial(DrainCost, engine, own)  # of the given processes
+            cost = meter(workers.pids)
             result.drain_eps = outbox.drain(cfg.n, workers, cost)
             result.cpu_us_per_event = cost.cpu_us_per_event
             result.db_round_trips_per_event = cost.round_trips_per_event
@@ -149,7 +150,6 @@ def run(cfg: BenchConfig) -> BenchResult:
             bootstrap = broker_url.replace("kafka://", "").replace(";", ",")
             live_phases(cfg, result, outbox, workers, progress, bootstrap)
             ordered_phases(cfg, result, engine, registry, workers, progress, prefix)
-            meter = functools.partial(DrainCost, engine, own)
             scale_phases(cfg, result, outbox, workers, url, env, progress, meter)
             lost, doubled = outbox.verify()
             o_lost, o_doubled = Outbox(
@@ -274,23 +274,28 @@ def scale_phases(
     """The drain again with other worker counts (same group, same topic), then, with
     ``--split-roles``, with the relay and the consumer in two processes (each with a GIL
     of its own) and what the pair spent per event; each against the first drain."""
-    for count in cfg.scale:
+
+    def restart(*starts: tuple[int, str | None]) -> None:
         workers.stop()
-        workers.start(count, url, env)
+        for count, roles in starts:
+            workers.start(count, url, env, roles)
         outbox.first_event(workers)
+
+    def against_first(eps: float) -> float:
+        return eps / result.drain_eps if result.drain_eps else 0.0
+
+    for count in cfg.scale:
+        restart((count, None))
         eps = outbox.drain(cfg.n, workers)
-        ratio = eps / result.drain_eps if result.drain_eps else 0.0
+        ratio = against_first(eps)
         result.extra[f"drain_eps_w{count}"] = round(eps)
         result.extra[f"scale_w{count}"] = round(ratio, 2)
         progress.done("scale", f"{count} workers: {eps:.0f} events/s ({ratio:.2f}x)")
     if cfg.split_roles:
-        workers.stop()
-        workers.start(1, url, env, roles="relay")
-        workers.start(1, url, env, roles="consume")
-        outbox.first_event(workers)
+        restart((1, "relay"), (1, "consume"))
         cost = meter(workers.pids)
         eps = outbox.drain(cfg.n, workers, cost)
-        ratio = eps / result.drain_eps if result.drain_eps else 0.0
+        ratio = against_first(eps)
         result.extra["drain_eps_split"] = round(eps)
         result.extra["scale_split"] = round(ratio, 2)
         result.extra["cpu_us_per_event_split"] = round(cost.cpu_us_per_event)
