@@ -3,6 +3,7 @@ webhooks, workers), and the one way they wait for something: a condition with a 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -11,10 +12,28 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+# Ports this process handed out already: a port is picked before its server binds it, and
+# the kernel hands a port it just freed straight back, so two servers started one after
+# the other could get the same one (a broker's two listeners did, in CI).
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, none handed out before by this process."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            s = stack.enter_context(socket.socket())  # held open: the next pick differs
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                ports.append(port)
+        return ports
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

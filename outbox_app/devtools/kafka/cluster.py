@@ -29,7 +29,7 @@ from pathlib import Path
 
 from outbox_app.devtools.kafka.certs import Certificates, make_certificates
 from outbox_app.devtools.kafka.jars import LOG4J_CONFIG, classpath
-from outbox_app.devtools.ports import free_port
+from outbox_app.devtools.ports import free_ports
 
 READY_LINE = "Kafka Server started"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -171,8 +171,9 @@ class KafkaCluster:
             if self.users:
                 listeners.append("SASL_SSL")
             self.certificates = make_certificates(self.folder / "certs")
+        picked = iter(free_ports(self.nodes * len(listeners)))  # all distinct, across nodes too
         for i in range(1, self.nodes + 1):
-            ports = {name: free_port() for name in listeners}
+            ports = {name: next(picked) for name in listeners}
             self.members.append(KafkaNode(i, self.folder / f"node-{i}", ports, self.heap))
 
     # -- addresses -------------------------------------------------------------------------
